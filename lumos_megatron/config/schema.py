@@ -1,0 +1,184 @@
+"""Typed configuration schema: one dataclass per concern, one docstring per field.
+
+The string literal under each field is its documentation (``describe_fields`` reads it back for
+``--help-config``). Defaults give the reason for their value where it is not obvious. Cross-field
+consistency is checked in ``lumos_megatron.config.validate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the Lumos decoder (a Chameleon/Llama-style GPT over the unified vocabulary)."""
+
+    num_layers: int = 2
+    """Number of transformer layers."""
+    hidden_size: int = 64
+    """Model width."""
+    ffn_hidden_size: int = 176
+    """SwiGLU inner width (each of the gate and up projections)."""
+    num_attention_heads: int = 2
+    """Number of query heads."""
+    num_query_groups: Optional[int] = None
+    """Number of key/value heads for GQA; None means as many as query heads (plain MHA)."""
+    kv_channels: Optional[int] = None
+    """Attention head dim; None means hidden_size // num_attention_heads. MM-RoPE needs a multiple of 32."""
+    vocab_size: int = 129536
+    """Unified vocabulary: 65,536 text ids + the visual codebook (64,000 Cosmos codes officially)."""
+    max_position_embeddings: int = 32768
+    """Longest sequence the model accepts (official stage 1: 32,768; stage 2: 65,536). Only a bound:
+    RoPE is not scaled."""
+    rotary_base: float = 10000.0
+    """RoPE theta (the official class default; read rope_theta from an imported checkpoint)."""
+    rope_variant: str = "1d"
+    """Rotary variant: '1d' (plain RoPE), 'mm_rope' (interleaved 3D MM-RoPE) or '3d_contiguous'
+    (3D RoPE without meta-groups, for the paper's ablation)."""
+    norm_epsilon: float = 1e-5
+    """RMSNorm epsilon of the block and final norms (official rms_norm_eps default)."""
+    qk_layernorm: bool = True
+    """QK-norm: LayerNorm with bias over head_dim, one gamma/beta shared by all heads (official)."""
+    qk_layernorm_epsilon: float = 1e-5
+    """QK LayerNorm epsilon; hard-coded to 1e-5 in the official model, independent of norm_epsilon."""
+    init_method_std: float = 0.02
+    """Std of the normal init of every weight matrix and embedding (HF initializer_range)."""
+    attention_dropout: float = 0.0
+    """Attention-probability dropout (official: 0)."""
+    hidden_dropout: float = 0.0
+    """Residual dropout (official: 0)."""
+    add_bias_linear: bool = False
+    """Biases on q/k/v/o and MLP projections (official attention_bias = mlp_bias = False)."""
+    attention_backend: str = "sdpa"
+    """Core attention implementation: 'sdpa' (torch SDPA with a dense boolean mask; CPU and GPU)."""
+    tie_embeddings: bool = False
+    """Share the input embedding and the LM head. Lumos-1 unties them."""
+
+
+@dataclass
+class ParallelConfig:
+    """How the model and the batch are split across processes. DP is what is left of the world."""
+
+    tensor_model_parallel_size: int = 1
+    """TP: split each layer's matrices across this many ranks (Megatron --tensor-model-parallel-size)."""
+    pipeline_model_parallel_size: int = 1
+    """PP: split the layers into this many stages (Megatron --pipeline-model-parallel-size)."""
+    virtual_pipeline_model_parallel_size: Optional[int] = None
+    """VPP: model chunks per pipeline rank for the interleaved 1F1B schedule; None disables."""
+    context_parallel_size: int = 1
+    """CP: split each sequence across this many ranks (Megatron --context-parallel-size)."""
+    sequence_parallel: bool = False
+    """SP: shard norms/dropout activations along the sequence inside TP groups (needs TP > 1)."""
+    use_distributed_optimizer: bool = False
+    """Shard optimizer state across data-parallel ranks (ZeRO-1)."""
+    overlap_grad_reduce: bool = False
+    """Overlap the data-parallel gradient reduction with the backward pass."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and batch schedule."""
+
+    micro_batch_size: int = 1
+    """Samples per forward/backward on one data-parallel rank (Megatron --micro-batch-size)."""
+    global_batch_size: int = 1
+    """Samples per optimizer step over all data-parallel ranks; a multiple of micro_batch_size x DP
+    (Megatron --global-batch-size). The quotient is the number of gradient-accumulation micro-batches."""
+    train_iters: int = 10
+    """Optimizer steps to run."""
+    lr: float = 1e-4
+    """Peak learning rate."""
+    min_lr: float = 1e-4
+    """Final learning rate; equal to lr gives the official constant schedule after warmup."""
+    lr_warmup_iters: int = 0
+    """Linear warmup from 0 over this many steps."""
+    weight_decay: float = 0.1
+    """AdamW weight decay, applied to every parameter as in the official recipe."""
+    weight_decay_all_params: bool = True
+    """Decay every parameter (official); false gives Megatron's usual no-decay on norms and biases."""
+    adam_beta1: float = 0.9
+    """AdamW beta1."""
+    adam_beta2: float = 0.95
+    """AdamW beta2 (official 0.95)."""
+    adam_eps: float = 1e-8
+    """AdamW epsilon."""
+    clip_grad: float = 4.0
+    """Global gradient-norm clip (official 4.0); 0 disables."""
+    seed: int = 0
+    """Seed of parameter init, data order and every random stream (official: 0)."""
+    precision: str = "fp32"
+    """'fp32' or 'bf16' (bf16 weights with fp32 master weights; GPU)."""
+
+
+@dataclass
+class DataConfig:
+    """Where batches come from."""
+
+    seq_length: int = 128
+    """Tokens per training sample (padded/truncated to this)."""
+    mock: bool = True
+    """Train on synthetic Lumos-layout video samples generated on the fly (no data files)."""
+    data_path: List[str] = field(default_factory=list)
+    """Weighted dataset prefixes ('w1 p1 w2 p2'); used when mock is False."""
+    mock_frames: int = 2
+    """Mock data: latent frames per sample."""
+    mock_grid: List[int] = field(default_factory=lambda: [4, 4])
+    """Mock data: latent grid [H_l, W_l] of each frame (multiples of 4, as 32-px size tokens need)."""
+    mock_text_tokens: int = 16
+    """Mock data: caption length in tokens."""
+
+
+@dataclass
+class ARDFConfig:
+    """AR-DF training objective (temporal tube masking)."""
+
+    enabled: bool = False
+    """Train with AR-DF tube masking and the visual-only loss; off means plain next-token CE."""
+    min_mask_ratio: float = 0.7
+    """Lower clamp of the cosine mask ratio r = max(cos(pi*u/2), min) (official 0.7)."""
+    cfg_drop_prob: float = 0.1
+    """Probability of dropping the text condition of a sample (classifier-free guidance)."""
+
+
+@dataclass
+class CheckpointConfig:
+    """Saving and loading (torch_dist via megatron.core.dist_checkpointing)."""
+
+    save: Optional[str] = None
+    """Directory to save checkpoints to (Megatron --save)."""
+    load: Optional[str] = None
+    """Directory to resume from (Megatron --load)."""
+    save_interval: int = 0
+    """Save every N iterations; 0 saves only at the end when save is set."""
+
+
+@dataclass
+class LoggingConfig:
+    """What is reported, and where."""
+
+    log_interval: int = 1
+    """Print a log line every N iterations."""
+    tensorboard_dir: Optional[str] = None
+    """Write TensorBoard scalars here (Megatron --tensorboard-dir); None disables."""
+
+
+@dataclass
+class LumosConfig:
+    """A whole run: the resolved form of a YAML recipe plus command-line overrides."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Model shape."""
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """Parallel layout."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Data."""
+    ardf: ARDFConfig = field(default_factory=ARDFConfig)
+    """AR-DF objective."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpointing."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Logging."""

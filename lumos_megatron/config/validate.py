@@ -1,0 +1,132 @@
+"""Cross-field checks of a ``LumosConfig`` that do not depend on the world size.
+
+Checks that need the number of processes (DP size, batch divisibility) live in
+``lumos_megatron.platform.parallel.resolve_layout``.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from lumos_megatron.config.loader import ConfigError
+from lumos_megatron.config.schema import LumosConfig
+
+ROPE_VARIANTS = ("1d", "mm_rope", "3d_contiguous")
+ATTENTION_BACKENDS = ("sdpa",)
+PRECISIONS = ("fp32", "bf16")
+# Ids below this are text; the unified vocabulary must hold at least one visual code above it.
+TEXT_VOCAB_SIZE = 65536
+
+
+def head_dim(cfg: LumosConfig) -> int:
+    """Attention head dim implied by the model config."""
+    m = cfg.model
+    return m.kv_channels if m.kv_channels is not None else m.hidden_size // m.num_attention_heads
+
+
+def _model_problems(cfg: LumosConfig) -> List[str]:
+    m, p = cfg.model, cfg.parallel
+    out = []
+    for name in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads"):
+        if getattr(m, name) < 1:
+            out.append(f"model.{name} must be >= 1 (got {getattr(m, name)})")
+    if out:
+        return out
+    if m.kv_channels is None and m.hidden_size % m.num_attention_heads:
+        out.append(
+            f"model.hidden_size={m.hidden_size} is not divisible by "
+            f"model.num_attention_heads={m.num_attention_heads}; set model.kv_channels"
+        )
+    groups = m.num_query_groups or m.num_attention_heads
+    if m.num_attention_heads % groups:
+        out.append(
+            f"model.num_attention_heads={m.num_attention_heads} is not a multiple of "
+            f"model.num_query_groups={groups}"
+        )
+    if m.vocab_size <= TEXT_VOCAB_SIZE:
+        out.append(f"model.vocab_size={m.vocab_size} leaves no visual codes above the text range "
+                   f"({TEXT_VOCAB_SIZE} ids)")
+    if m.rope_variant not in ROPE_VARIANTS:
+        out.append(f"model.rope_variant={m.rope_variant!r}; choose one of {ROPE_VARIANTS}")
+    elif m.rope_variant != "1d" and head_dim(cfg) % 32:
+        out.append(f"model.rope_variant={m.rope_variant!r} needs a head dim that is a multiple of 32 "
+                   f"(got {head_dim(cfg)})")
+    if m.attention_backend not in ATTENTION_BACKENDS:
+        out.append(f"model.attention_backend={m.attention_backend!r}; choose one of {ATTENTION_BACKENDS}")
+    tp = p.tensor_model_parallel_size
+    if tp >= 1:
+        if m.num_attention_heads % tp:
+            out.append(f"model.num_attention_heads={m.num_attention_heads} is not divisible by TP={tp}")
+        if groups % tp:
+            out.append(f"model.num_query_groups={groups} is not divisible by TP={tp}")
+        if m.ffn_hidden_size % tp:
+            out.append(f"model.ffn_hidden_size={m.ffn_hidden_size} is not divisible by TP={tp}")
+        if m.vocab_size % tp:
+            out.append(f"model.vocab_size={m.vocab_size} is not divisible by TP={tp}")
+    stages = max(p.pipeline_model_parallel_size, 1) * (p.virtual_pipeline_model_parallel_size or 1)
+    if m.num_layers % stages:
+        out.append(
+            f"model.num_layers={m.num_layers} is not divisible by PP x VPP = "
+            f"{p.pipeline_model_parallel_size} x {p.virtual_pipeline_model_parallel_size or 1}"
+        )
+    return out
+
+
+def _parallel_problems(cfg: LumosConfig) -> List[str]:
+    p = cfg.parallel
+    out = []
+    for name in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size"):
+        if getattr(p, name) < 1:
+            out.append(f"parallel.{name} must be >= 1 (got {getattr(p, name)})")
+    vpp = p.virtual_pipeline_model_parallel_size
+    if vpp is not None and (vpp < 1 or p.pipeline_model_parallel_size < 2):
+        out.append(f"parallel.virtual_pipeline_model_parallel_size={vpp} needs PP >= 2 and VPP >= 1")
+    if p.sequence_parallel and p.tensor_model_parallel_size < 2:
+        out.append("parallel.sequence_parallel needs tensor_model_parallel_size >= 2")
+    return out
+
+
+def _train_data_problems(cfg: LumosConfig) -> List[str]:
+    t, d, p = cfg.train, cfg.data, cfg.parallel
+    out = []
+    if t.micro_batch_size < 1 or t.global_batch_size < 1:
+        out.append("train.micro_batch_size and train.global_batch_size must be >= 1")
+    elif t.global_batch_size % t.micro_batch_size:
+        out.append(f"train.global_batch_size={t.global_batch_size} is not a multiple of "
+                   f"train.micro_batch_size={t.micro_batch_size}")
+    if t.train_iters < 0:
+        out.append(f"train.train_iters must be >= 0 (got {t.train_iters})")
+    if t.precision not in PRECISIONS:
+        out.append(f"train.precision={t.precision!r}; choose one of {PRECISIONS}")
+    if t.lr < 0 or t.min_lr < 0 or t.min_lr > t.lr:
+        out.append(f"need 0 <= train.min_lr <= train.lr (got lr={t.lr}, min_lr={t.min_lr})")
+    if d.seq_length < 2:
+        out.append(f"data.seq_length must be >= 2 (got {d.seq_length})")
+    if d.seq_length > cfg.model.max_position_embeddings:
+        out.append(f"data.seq_length={d.seq_length} exceeds model.max_position_embeddings="
+                   f"{cfg.model.max_position_embeddings}")
+    if p.sequence_parallel and d.seq_length % p.tensor_model_parallel_size:
+        out.append(f"data.seq_length={d.seq_length} is not divisible by TP="
+                   f"{p.tensor_model_parallel_size} (sequence parallel)")
+    if p.context_parallel_size > 1 and d.seq_length % (2 * p.context_parallel_size):
+        out.append(f"data.seq_length={d.seq_length} is not divisible by 2 x CP="
+                   f"{2 * p.context_parallel_size} (load-balanced context parallel)")
+    if d.mock:
+        if len(d.mock_grid) != 2 or any(g < 4 or g % 4 for g in d.mock_grid):
+            out.append(f"data.mock_grid={d.mock_grid} must be two multiples of 4 (32-px size tokens)")
+        if d.mock_frames < 1 or d.mock_text_tokens < 0:
+            out.append("data.mock_frames must be >= 1 and data.mock_text_tokens >= 0")
+    elif not d.data_path:
+        out.append("data.data_path is empty and data.mock is false: nothing to train on")
+    if cfg.checkpoint.save_interval < 0:
+        out.append("checkpoint.save_interval must be >= 0")
+    if cfg.logging.log_interval < 1:
+        out.append("logging.log_interval must be >= 1")
+    return out
+
+
+def validate_config(cfg: LumosConfig) -> None:
+    """Raise ``ConfigError`` listing every inconsistent value (one per line)."""
+    problems = _parallel_problems(cfg) + _model_problems(cfg) + _train_data_problems(cfg)
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))

@@ -1,0 +1,51 @@
+"""Synthetic Lumos-layout video samples, generated deterministically from the sample index.
+
+Each sample is a real official-layout sequence (BOS, caption ids, separator, video prefix, frame
+blocks of random visual codes, video end) built by ``build_video_sample``, so everything
+downstream (parser, MM-RoPE positions, frame-causal mask) runs on exactly what real data gives.
+Sample ``i`` depends only on (seed, i): results do not depend on DP size, micro-batching or resume.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lumos_megatron.config.schema import LumosConfig
+from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab, build_video_sample
+
+# Caption ids are drawn above the reserved/special range so they never look like structure.
+_TEXT_ID_LOW = 10000
+
+
+class MockVideoDataset:
+    """Indexable, infinite source of ``(tokens [seq_length], labels [seq_length])`` long tensors."""
+
+    def __init__(self, cfg: LumosConfig, vocab: LumosVocab):
+        d = cfg.data
+        self.vocab = vocab
+        self.seed = cfg.train.seed
+        self.seq_length = d.seq_length
+        self.frames = d.mock_frames
+        self.grid = tuple(d.mock_grid)
+        self.text_tokens = d.mock_text_tokens
+        self.duration, self.fps = (2, 12) if self.frames > 1 else (1, 1)
+        rows, cols = self.grid
+        block = 3 + rows * (cols + 1) + 1
+        self.sample_length = 1 + self.text_tokens + 1 + 3 + self.frames * block + 2
+        if self.sample_length > self.seq_length:
+            raise ValueError(
+                f"mock samples need {self.sample_length} tokens ({self.frames} frames of "
+                f"{rows}x{cols} latents, {self.text_tokens} text tokens) but data.seq_length is "
+                f"{self.seq_length}; raise data.seq_length or shrink the mock sample"
+            )
+
+    def __getitem__(self, index: int):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index))
+        text = torch.randint(_TEXT_ID_LOW, self.vocab.text_vocab_size, (self.text_tokens,), generator=gen)
+        codes = torch.randint(0, self.vocab.num_visual_codes, (self.frames, *self.grid), generator=gen)
+        tokens, labels = build_video_sample(text, codes, self.duration, self.fps, self.vocab)
+        pad = self.seq_length - tokens.numel()
+        # Right padding: id 0 (BOS/pad) with no loss, as the official collate does.
+        tokens = torch.cat([tokens, torch.full((pad,), self.vocab.pad, dtype=torch.long)])
+        labels = torch.cat([labels, torch.full((pad,), IGNORE_INDEX, dtype=torch.long)])
+        return tokens, labels

@@ -1,0 +1,56 @@
+"""Frame-causal attention mask of Lumos-1 (spec §3), per sample.
+
+Allowed(i → j) = ``j <= i`` OR (``seg(i) ∧ seg(j) ∧ frame_id(i) == frame_id(j)``): text is causal,
+every ``8197 … 8196`` frame block (frame start, size tokens, codes, new-lines, frame end) is fully
+bidirectional inside, and frames see everything before them. Right padding (id 0) is causal text.
+
+The mask is defined by per-token *frame segment ids* (0 outside frames, k >= 1 inside the k-th
+frame block), which is what a FlexAttention block mask or a context-parallel attention needs; the
+dense boolean mask is derived from them. Unlike the official batched code (which writes into an
+expanded tensor and so applies the union of all samples' frame blocks to every sample), the mask
+here is strictly per sample.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lumos_megatron.vocab import LumosVocab, parse_batch
+
+
+def frame_segment_ids(tokens: torch.Tensor, vocab: LumosVocab) -> torch.Tensor:
+    """[B, L] long: 0 outside frame blocks, k for positions of the k-th (1-based) frame block.
+
+    ``tokens`` is [B, L] or [L] (treated as B = 1; the result keeps the batch dim). A frame block
+    spans its 8197 through its 8196 inclusive. Frames outside the video (when both 9004 and 9005
+    are present) and unterminated/malformed blocks raise ValueError naming sample and position.
+    """
+    layouts = parse_batch(tokens, vocab)
+    length = layouts[0].length if layouts else 0
+    seg = torch.zeros(len(layouts), length, dtype=torch.long)
+    for b, layout in enumerate(layouts):
+        for fr in layout.frames:
+            seg[b, fr.start : fr.end + 1] = fr.index + 1
+    device = tokens.device if isinstance(tokens, torch.Tensor) else torch.device("cpu")
+    return seg.to(device)
+
+
+def mask_from_segment_ids(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Dense bool mask [B, L, L] (True = query i may attend key j) from segment ids [B, L] or [L].
+
+    ``allowed = (j <= i) | (seg[i] == seg[j] > 0)``.
+    """
+    if segment_ids.dim() == 1:
+        segment_ids = segment_ids.unsqueeze(0)
+    if segment_ids.dim() != 2:
+        raise ValueError(f"segment_ids must be [B, L] or [L], got {tuple(segment_ids.shape)}")
+    length = segment_ids.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
+    q, k = segment_ids.unsqueeze(2), segment_ids.unsqueeze(1)
+    same_frame = (q == k) & (q > 0)
+    return causal.unsqueeze(0) | same_frame
+
+
+def frame_causal_mask(tokens: torch.Tensor, vocab: LumosVocab) -> torch.Tensor:
+    """Bool [B, L, L] frame-causal mask (True = allowed) for ``tokens`` ([B, L] or [L] → B = 1)."""
+    return mask_from_segment_ids(frame_segment_ids(tokens, vocab))

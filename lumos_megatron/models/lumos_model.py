@@ -1,0 +1,84 @@
+"""LumosModel: megatron-core ``GPTModel`` built from our layer spec, with MM-RoPE attached.
+
+Construction goes through ``position_embedding_type='none'`` (so megatron builds no rotary module,
+whose constructors touch CUDA) and then switches the instance to megatron's public ``'mrope'``
+dispatch with our :class:`LumosRotaryEmbedding`. The batch carries positions as ``[3, b, s]``
+effective positions (or ``[b, s]`` 1D ones) on every pipeline stage.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from megatron.core import parallel_state
+from megatron.core.models.gpt import GPTModel
+
+from lumos_megatron.config.schema import LumosConfig
+from lumos_megatron.config.validate import head_dim
+from lumos_megatron.models.init import initialize_lumos_weights
+from lumos_megatron.models.layer_spec import (
+    LumosTransformerConfig,
+    build_transformer_config,
+    lumos_block_spec,
+)
+from lumos_megatron.models.rotary import LumosRotaryEmbedding
+
+
+class LumosModel(GPTModel):
+    """One pipeline stage (or virtual stage) of the Lumos decoder.
+
+    ``forward(input_ids [b,s], position_ids [3,b,s]|[b,s], attention_mask [b,1,s,s] bool (True =
+    masked out) | None, labels=None)`` returns logits ``[b, s, V/tp]`` or, with labels, the
+    per-token loss ``[b, s]``; intermediate stages return hidden states.
+    """
+
+    def __init__(self, cfg: LumosConfig, config: LumosTransformerConfig, pre_process: bool = True,
+                 post_process: bool = True, vp_stage: Optional[int] = None):
+        super().__init__(
+            config=config,
+            transformer_layer_spec=lumos_block_spec(cfg, config, vp_stage=vp_stage),
+            vocab_size=cfg.model.vocab_size,
+            max_sequence_length=cfg.model.max_position_embeddings,
+            pre_process=pre_process,
+            post_process=post_process,
+            share_embeddings_and_output_weights=cfg.model.tie_embeddings,
+            position_embedding_type="none",
+            vp_stage=vp_stage,
+        )
+        # Switch to megatron's per-sample rotary dispatch with our module (see module docstring).
+        self.position_embedding_type = "mrope"
+        self.mrope_section = None
+        self.rotary_pos_emb = LumosRotaryEmbedding(
+            head_dim(cfg), base=cfg.model.rotary_base, variant=cfg.model.rope_variant
+        )
+
+
+def build_model_chunks(cfg: LumosConfig, config: Optional[LumosTransformerConfig] = None) -> List[LumosModel]:
+    """This rank's model chunks (one, or VPP of them), weights initialised layout-independently.
+
+    Requires ``parallel_state`` to be initialised. Parameters are on the current device.
+    """
+    config = config or build_transformer_config(cfg)
+    vpp = cfg.parallel.virtual_pipeline_model_parallel_size
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    chunks = []
+    for vp_stage in range(vpp or 1):
+        stage = vp_stage if vpp else None
+        model = LumosModel(
+            cfg,
+            config,
+            pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
+            post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
+            vp_stage=stage,
+        )
+        model.to(device)
+        initialize_lumos_weights(
+            model,
+            seed=cfg.train.seed,
+            std=cfg.model.init_method_std,
+            tp=parallel_state.get_tensor_model_parallel_world_size(),
+            tp_rank=parallel_state.get_tensor_model_parallel_rank(),
+        )
+        chunks.append(model)
+    return chunks

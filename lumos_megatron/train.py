@@ -1,0 +1,66 @@
+"""Entry point: ``python -m lumos_megatron.train --config RECIPE [overrides]`` (also ``lumos-train``).
+
+Runs under torchrun, SLURM srun or as a single process. Bad configurations and impossible
+parallel layouts exit with status 2 and one line naming the problem, before any process group is
+created (so no rank hangs waiting for the others).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import List, Optional
+
+_USAGE = """usage: python -m lumos_megatron.train --config RECIPE [section.field=value ...] [Megatron flags]
+
+Megatron flags: --tensor-model-parallel-size N --pipeline-model-parallel-size N
+  --virtual-pipeline-model-parallel-size N --context-parallel-size N --sequence-parallel
+  --use-distributed-optimizer --micro-batch-size N --global-batch-size N --train-iters N
+  --lr X --seq-length N --seed N --tensorboard-dir DIR --log-interval N --bf16
+Dotted overrides: e.g. train.lr=1e-4 model.num_layers=4 parallel.sequence_parallel=true
+"""
+
+
+def _quiet_megatron_import_warnings() -> None:
+    # megatron-core warns at import time that Apex/TE are missing; that is our normal CPU setup.
+    warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine|apex).*")
+    warnings.filterwarnings("ignore", message=".*full scope is deprecated.*")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Parse, validate, train. Returns the process exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(_USAGE)
+        return 0
+    from lumos_megatron.config import ConfigError, parse_cli
+    from lumos_megatron.platform.distributed import detect_distributed_env
+    from lumos_megatron.platform.parallel import LayoutError, resolve_layout
+
+    rank = detect_distributed_env().rank
+    try:
+        cfg = parse_cli(argv)
+        resolve_layout(cfg, detect_distributed_env().world_size)
+    except (ConfigError, LayoutError, ValueError) as err:
+        if rank == 0:
+            print(f"lumos_megatron.train: error: {err}", file=sys.stderr)
+        return 2
+    _quiet_megatron_import_warnings()
+    from lumos_megatron.platform.distributed import shutdown_distributed
+    from lumos_megatron.training.loop import train
+
+    try:
+        train(cfg)
+    except ConfigError as err:
+        if rank == 0:
+            print(f"lumos_megatron.train: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown_distributed()
+    return 0
+
+
+if __name__ == "__main__":  # required: dist_checkpointing's writer spawns and re-imports __main__
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning")
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training on megatron-core: batches, forward/loss step, optimizer, loop, logging."""
