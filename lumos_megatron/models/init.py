@@ -52,10 +52,37 @@ def _shard(full: torch.Tensor, param: torch.Tensor, tp: int, tp_rank: int, glu: 
     return full.chunk(tp, dim=dim)[tp_rank]
 
 
+def mark_tensor_parallel_params(model: nn.Module) -> None:
+    """Set megatron's ``tensor_model_parallel``/``partition_dim`` attributes on sharded params.
+
+    megatron only sets them inside its own initialisers, which ``perform_initialization=False``
+    skips; they drive the TP-aware grad norm (duplicates counted once) and our sharding below.
+    """
+    from megatron.core.tensor_parallel import (
+        ColumnParallelLinear,
+        RowParallelLinear,
+        VocabParallelEmbedding,
+    )
+    from megatron.core.tensor_parallel.layers import set_tensor_model_parallel_attributes
+
+    for module in model.modules():
+        if isinstance(module, (ColumnParallelLinear, VocabParallelEmbedding)):
+            dims = {"weight": 0, "bias": 0}
+        elif isinstance(module, RowParallelLinear):
+            dims = {"weight": 1}  # a row-parallel bias is added after the reduce: replicated
+        else:
+            continue
+        for pname, dim in dims.items():
+            param = getattr(module, pname, None)
+            if isinstance(param, torch.Tensor):
+                set_tensor_model_parallel_attributes(param, True, dim, 1)
+
+
 @torch.no_grad()
 def initialize_lumos_weights(model: nn.Module, seed: int, std: float, tp: int = 1, tp_rank: int = 0,
                              gated_linear_unit: bool = True) -> None:
     """Initialise ``model`` (one pipeline/virtual stage of a LumosModel) in place."""
+    mark_tensor_parallel_params(model)
     names = global_parameter_names(model)
     for local_name, param in model.named_parameters():
         name = names[local_name]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 import textwrap
 import types
 import warnings
@@ -196,6 +197,31 @@ def _rewrite_type_checks() -> None:
     optimizer.clip_grad_by_total_norm_fp32 = clip_grads.clip_grad_by_total_norm_fp32
 
 
+# torch.cuda functions that are safe to call without CUDA (queries and lazy, queued seeding).
+_SAFE_CUDA_CALLS = {"is_available", "device_count", "is_initialized", "manual_seed_all",
+                    "is_bf16_supported", "get_device_properties"}
+_STUBBED_CUDA_CALLS = {"current_device", "synchronize", "empty_cache", "get_rng_state",
+                       "set_rng_state", "manual_seed"}
+
+
+def _forbid_other_cuda_calls() -> None:
+    """Strict mode (``LUMOS_STRICT_CPU=1``): every other public ``torch.cuda`` function raises,
+    naming itself, so a test run proves that no CUDA call is reached outside this module."""
+
+    def forbidden(name):
+        def call(*args, **kwargs):
+            raise RuntimeError(f"torch.cuda.{name} reached on CPU outside lumos_megatron.platform.cpu_compat")
+
+        return call
+
+    for name in dir(torch.cuda):
+        obj = getattr(torch.cuda, name)
+        if (name.startswith("_") or isinstance(obj, (type, types.ModuleType)) or not callable(obj)
+                or name in _SAFE_CUDA_CALLS or name in _STUBBED_CUDA_CALLS):
+            continue
+        setattr(torch.cuda, name, forbidden(name))
+
+
 def apply_cpu_compat(force: bool = False) -> bool:
     """Apply every CPU adaptation once. Returns True when they are (now) active.
 
@@ -213,6 +239,8 @@ def apply_cpu_compat(force: bool = False) -> bool:
         _patch_rng_tracker()
         _install_torch_proxies()
         _rewrite_type_checks()
+        if os.environ.get("LUMOS_STRICT_CPU") == "1":
+            _forbid_other_cuda_calls()
     _APPLIED = True
     logger.debug("megatron-core CPU compatibility layer applied")
     return True
