@@ -197,6 +197,43 @@ def _rewrite_type_checks() -> None:
     optimizer.clip_grad_by_total_norm_fp32 = clip_grads.clip_grad_by_total_norm_fp32
 
 
+# gloo matches point-to-point messages by (source, tag). Forward activations and backward
+# gradients get distinct tags so they cannot be confused (see _patch_pipeline_p2p).
+_TAG_TO_NEXT = 1  # activations flowing down the pipeline
+_TAG_TO_PREV = 2  # gradients flowing up the pipeline
+
+
+def _tagged_p2p_ops(*, tensor_send_prev, tensor_recv_prev, tensor_send_next, tensor_recv_next,
+                    group, prev_pipeline_rank, next_pipeline_rank):
+    """Direction-tagged replacement of p2p_communication._batched_p2p_ops (the default path,
+    ``batch_p2p_comm=True``; the unbatched ``_p2p_ops`` is only used with overlap_p2p_comm, which
+    we never enable on CPU).
+
+    megatron sends without tags. With PP=2 and VPP the previous and the next pipeline rank are
+    the same process, so in the steady 1F1B phase one peer sends both an activation and a
+    gradient of identical shape; NCCL's grouped calls keep them apart, but gloo pairs the first
+    receive with the first send and silently swaps them (wrong losses from micro-batch PP on).
+    """
+    from torch import distributed as tdist
+
+    ops = []
+    if tensor_send_prev is not None:
+        ops.append(tdist.P2POp(tdist.isend, tensor_send_prev, prev_pipeline_rank, group, _TAG_TO_PREV))
+    if tensor_recv_prev is not None:
+        ops.append(tdist.P2POp(tdist.irecv, tensor_recv_prev, prev_pipeline_rank, group, _TAG_TO_NEXT))
+    if tensor_send_next is not None:
+        ops.append(tdist.P2POp(tdist.isend, tensor_send_next, next_pipeline_rank, group, _TAG_TO_NEXT))
+    if tensor_recv_next is not None:
+        ops.append(tdist.P2POp(tdist.irecv, tensor_recv_next, next_pipeline_rank, group, _TAG_TO_PREV))
+    return tdist.batch_isend_irecv(ops) if ops else []
+
+
+def _patch_pipeline_p2p() -> None:
+    import megatron.core.pipeline_parallel.p2p_communication as p2p
+
+    p2p._batched_p2p_ops = _tagged_p2p_ops
+
+
 # torch.cuda functions that are safe to call without CUDA (queries and lazy, queued seeding).
 _SAFE_CUDA_CALLS = {"is_available", "device_count", "is_initialized", "manual_seed_all",
                     "is_bf16_supported", "get_device_properties"}
@@ -239,6 +276,7 @@ def apply_cpu_compat(force: bool = False) -> bool:
         _patch_rng_tracker()
         _install_torch_proxies()
         _rewrite_type_checks()
+        _patch_pipeline_p2p()
         if os.environ.get("LUMOS_STRICT_CPU") == "1":
             _forbid_other_cuda_calls()
     _APPLIED = True
