@@ -34,14 +34,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(_USAGE)
         return 0
-    from lumos_megatron.config import ConfigError, parse_cli
+    from lumos_megatron.config import ConfigError, parse_cli, validate_config
     from lumos_megatron.platform.distributed import detect_distributed_env
     from lumos_megatron.platform.parallel import LayoutError, resolve_layout
 
     rank = detect_distributed_env().rank
     try:
-        cfg = parse_cli(argv)
+        cfg = parse_cli(argv, validate=False)
+        # The world-size check first: an impossible layout is the root cause of the rest.
         resolve_layout(cfg, detect_distributed_env().world_size)
+        validate_config(cfg)
     except (ConfigError, LayoutError, ValueError) as err:
         if rank == 0:
             print(f"lumos_megatron.train: error: {err}", file=sys.stderr)

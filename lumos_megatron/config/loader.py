@@ -206,15 +206,16 @@ def _split_overrides(argv: Sequence[str]) -> Tuple[Optional[str], List[Tuple[str
     return recipe, pairs
 
 
-def parse_cli(argv: Iterable[str]) -> LumosConfig:
-    """Build and validate the run configuration from command-line arguments."""
+def parse_cli(argv: Iterable[str], validate: bool = True) -> LumosConfig:
+    """Build (and unless ``validate`` is False, validate) the run configuration from arguments."""
     from lumos_megatron.config.validate import validate_config
 
     recipe, pairs = _split_overrides(list(argv))
     cfg = load_recipe(recipe) if recipe else LumosConfig()
     for key, value in pairs:
         set_value(cfg, key, value)
-    validate_config(cfg)
+    if validate:
+        validate_config(cfg)
     return cfg
 
 

@@ -38,8 +38,10 @@ def resolve_layout(cfg: LumosConfig, world_size: int) -> ParallelLayout:
     """Check that the configured sizes fit ``world_size`` processes and the batch; raise one line."""
     p, t = cfg.parallel, cfg.train
     tp, pp, cp = p.tensor_model_parallel_size, p.pipeline_model_parallel_size, p.context_parallel_size
-    model_ranks = tp * pp * cp
     sizes = f"TP={tp} x PP={pp} x CP={cp}"
+    if min(tp, pp, cp) < 1:
+        raise LayoutError(f"impossible parallel layout: {sizes}; every size must be >= 1")
+    model_ranks = tp * pp * cp
     if world_size % model_ranks:
         raise LayoutError(
             f"impossible parallel layout: {sizes} = {model_ranks} ranks does not divide the world "

@@ -1,0 +1,60 @@
+"""Shared test helpers: single-process megatron state, torchrun launches, TensorBoard reading."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_RECIPE = REPO / "examples" / "recipes" / "tiny_cpu.yaml"
+
+
+@pytest.fixture(scope="session")
+def megatron_single_process():
+    """torch.distributed (gloo, world 1) + megatron parallel_state at TP=PP=CP=1, once per session."""
+    from lumos_megatron.config import LumosConfig
+    from lumos_megatron.platform.distributed import DistributedEnv, init_distributed
+    from lumos_megatron.platform.parallel import initialize_parallel_state, resolve_layout
+
+    cfg = LumosConfig()
+    env = init_distributed(DistributedEnv(0, 1, 0, "127.0.0.1", 0, "single"))
+    initialize_parallel_state(cfg, resolve_layout(cfg, env.world_size))
+    yield env
+
+
+def run_train(args: Sequence[str], nproc: int = 1, timeout: int = 600,
+              extra_env: Dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``lumos_megatron.train`` (under torchrun when nproc > 1) in a fresh process."""
+    env = dict(os.environ)
+    env.update({"LUMOS_STRICT_CPU": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    env.update(extra_env or {})
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+               "--master-port", str(_free_port()), "-m", "lumos_megatron.train", *args]
+    else:
+        cmd = [sys.executable, "-m", "lumos_megatron.train", *args]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_scalars(tb_dir: Path, tag: str) -> List[Tuple[int, float]]:
+    """(step, value) pairs of one TensorBoard scalar, sorted by step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    if tag not in acc.Tags()["scalars"]:
+        raise AssertionError(f"no scalar {tag!r} in {tb_dir}; have {acc.Tags()['scalars']}")
+    return sorted((e.step, e.value) for e in acc.Scalars(tag))

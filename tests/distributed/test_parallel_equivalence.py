@@ -1,0 +1,58 @@
+"""TP=2, TP=2+SP, PP=2, PP=2+VPP and DP=2 (2 gloo processes) reproduce the 1-process loss curve.
+
+Each run is the real entry point under torchrun, writing TensorBoard; the per-iteration `lm loss`
+scalars are compared (fp32, relative tolerance 1e-5). Strict CPU mode is on, so the runs also
+prove that no torch.cuda call is reached outside the compatibility module.
+"""
+
+import pytest
+
+from conftest import TINY_RECIPE, read_scalars, run_train
+
+pytestmark = pytest.mark.distributed
+
+ITERS = 4
+REL_TOL = 1e-5
+
+
+def _losses(tmp_path, name, extra, nproc):
+    tb = tmp_path / name
+    proc = run_train(["--config", str(TINY_RECIPE), "--train-iters", str(ITERS),
+                      "--tensorboard-dir", str(tb), *extra], nproc=nproc)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    losses = read_scalars(tb, "lm loss")
+    assert [step for step, _ in losses] == list(range(1, ITERS + 1))
+    return [v for _, v in losses]
+
+
+def _assert_same_curve(ref, got, what):
+    for i, (a, b) in enumerate(zip(ref, got), start=1):
+        assert abs(a - b) <= REL_TOL * abs(a), f"{what}: iteration {i} lm loss {b} != {a}"
+    assert ref[-1] < ref[0], "the reference run did not learn"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    return {layers: _losses(tmp, f"tp1_{layers}", [f"model.num_layers={layers}"], 1)
+            for layers in (2, 4)}
+
+
+@pytest.mark.parametrize("name, extra, layers", [
+    ("tp2", ["--tensor-model-parallel-size", "2"], 2),
+    ("tp2_sp", ["--tensor-model-parallel-size", "2", "--sequence-parallel"], 2),
+    ("pp2", ["--pipeline-model-parallel-size", "2"], 2),
+    ("pp2_vpp2", ["--pipeline-model-parallel-size", "2", "--virtual-pipeline-model-parallel-size", "2"], 4),
+    ("dp2_distopt", ["--use-distributed-optimizer"], 2),
+])
+def test_two_process_layout_matches_one_process(tmp_path, reference, name, extra, layers):
+    got = _losses(tmp_path, name, [*extra, f"model.num_layers={layers}"], 2)
+    _assert_same_curve(reference[layers], got, name)
+
+
+def test_impossible_layout_exits_with_one_line_naming_sizes(tmp_path):
+    proc = run_train(["--config", str(TINY_RECIPE), "--tensor-model-parallel-size", "3"], nproc=2)
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("lumos_megatron.train: error")]
+    assert len(ours) == 1, proc.stderr
+    assert "TP=3 x PP=1 x CP=1 = 3 ranks does not divide the world size 2" in ours[0]
