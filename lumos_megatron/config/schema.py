@@ -34,7 +34,7 @@ class ModelConfig:
     RoPE is not scaled."""
     rotary_base: float = 10000.0
     """RoPE theta (the official class default; read rope_theta from an imported checkpoint)."""
-    rope_variant: str = "1d"
+    rope_variant: str = "mm_rope"
     """Rotary variant: '1d' (plain RoPE), 'mm_rope' (interleaved 3D MM-RoPE) or '3d_contiguous'
     (3D RoPE without meta-groups, for the paper's ablation)."""
     norm_epsilon: float = 1e-5

@@ -51,7 +51,7 @@ def test_sdpa_core_attention_matches_explicit_softmax_with_gqa_and_mask(megatron
     cfg = parse_cli(["--config", str(TINY_RECIPE)])
     config = build_transformer_config(cfg)
     attn = SDPACoreAttention(config, 1, AttnMaskType.arbitrary)
-    s, b, h, g, d = 7, 2, 4, 2, 16
+    s, b, h, g, d = 7, 2, 4, 2, config.kv_channels
     q, k, v = torch.randn(s, b, h, d), torch.randn(s, b, g, d), torch.randn(s, b, g, d)
     masked = torch.rand(b, 1, s, s) > 0.6
     masked &= ~torch.eye(s, dtype=torch.bool)  # every query keeps at least itself
@@ -98,7 +98,7 @@ def test_model_forward_logits_and_per_token_loss(megatron_single_process):
     assert sum(p.numel() for p in model.parameters()) > 0
     names = dict(model.named_parameters())
     assert "output_layer.weight" in names and "embedding.word_embeddings.weight" in names  # untied
-    assert names["decoder.layers.0.self_attention.q_layernorm.bias"].shape == (16,)
+    assert names["decoder.layers.0.self_attention.q_layernorm.bias"].shape == (32,)
     tokens = torch.randint(0, 65600, (2, 10))
     pos = torch.arange(10).expand(2, 10)
     logits = model(tokens, pos, None)
