@@ -28,6 +28,7 @@ from megatron.core.transformer.transformer_layer import TransformerLayer, Transf
 
 from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.config.validate import head_dim
+from lumos_megatron.models.attention.context_parallel import AllGatherCPCoreAttention
 from lumos_megatron.models.attention.sdpa import SDPACoreAttention
 from lumos_megatron.models.norms import HeadSharedLayerNorm, RMSNorm
 
@@ -90,6 +91,9 @@ def lumos_layer_spec(cfg: LumosConfig) -> ModuleSpec:
     """One Lumos decoder layer: pre-norm RMSNorm, GQA attention with head-shared QK LayerNorm and
     our core attention (arbitrary mask), SwiGLU MLP."""
     qk_norm = HeadSharedLayerNorm if cfg.model.qk_layernorm else IdentityOp
+    core_attention = CORE_ATTENTION_BACKENDS[cfg.model.attention_backend]
+    if cfg.parallel.context_parallel_size > 1:
+        core_attention = AllGatherCPCoreAttention
     return ModuleSpec(
         module=TransformerLayer,
         submodules=TransformerLayerSubmodules(
@@ -100,7 +104,7 @@ def lumos_layer_spec(cfg: LumosConfig) -> ModuleSpec:
                 params={"attn_mask_type": AttnMaskType.arbitrary},
                 submodules=SelfAttentionSubmodules(
                     linear_qkv=ColumnParallelLinear,
-                    core_attention=CORE_ATTENTION_BACKENDS[cfg.model.attention_backend],
+                    core_attention=core_attention,
                     linear_proj=RowParallelLinear,
                     q_layernorm=qk_norm,
                     k_layernorm=qk_norm,

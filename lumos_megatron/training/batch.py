@@ -15,6 +15,7 @@ import torch
 from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.models.frame_mask import frame_causal_mask
 from lumos_megatron.models.mm_rope import effective_positions, mm_rope_positions
+from lumos_megatron.training.context_parallel import slice_batch_for_cp
 from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
 
 
@@ -65,8 +66,8 @@ def build_model_inputs(tokens: torch.Tensor, targets: torch.Tensor, cfg: LumosCo
 
 def micro_batch_iterator(dataset, cfg: LumosConfig, vocab: LumosVocab, schedule: SampleSchedule,
                          dp_rank: int, start_iteration: int, num_microbatches: int,
-                         device: torch.device) -> Iterator[Dict[str, torch.Tensor]]:
-    """Endless iterator over this rank's micro-batches, from ``start_iteration`` on."""
+                         device: torch.device, cp_rank: int = 0) -> Iterator[Dict[str, torch.Tensor]]:
+    """Endless iterator over this rank's micro-batches (its CP share), from ``start_iteration`` on."""
     iteration = start_iteration
     while True:
         for micro in range(num_microbatches):
@@ -74,5 +75,6 @@ def micro_batch_iterator(dataset, cfg: LumosConfig, vocab: LumosVocab, schedule:
             tokens = torch.stack([s[0] for s in samples])
             labels = torch.stack([s[1] for s in samples])
             batch = build_model_inputs(tokens, next_token_targets(labels), cfg, vocab)
+            batch = slice_batch_for_cp(batch, cfg.parallel.context_parallel_size, cp_rank)
             yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         iteration += 1

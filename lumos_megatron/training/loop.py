@@ -36,9 +36,6 @@ from lumos_megatron.vocab import LumosVocab
 
 
 def _check_supported(cfg: LumosConfig) -> None:
-    if cfg.parallel.context_parallel_size > 1:
-        raise ConfigError("context_parallel_size > 1 needs the frame-causal CP attention (W1.2); "
-                          "use context_parallel_size=1")
     if not cfg.data.mock:
         raise ConfigError("only mock data is available so far (data.mock=true); indexed datasets "
                           "arrive with W1.5")
@@ -78,7 +75,8 @@ def train(cfg: LumosConfig) -> List[IterationStats]:
     schedule = SampleSchedule(cfg.train.global_batch_size, cfg.train.micro_batch_size, layout.dp)
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     dp_rank = parallel_state.get_data_parallel_rank()
-    iterators = [micro_batch_iterator(dataset, cfg, vocab, schedule, dp_rank, 0, micro, device)
+    cp_rank = parallel_state.get_context_parallel_rank()
+    iterators = [micro_batch_iterator(dataset, cfg, vocab, schedule, dp_rank, 0, micro, device, cp_rank)
                  for _ in chunks]
     forward_backward = get_forward_backward_func()
     last_stage = parallel_state.is_pipeline_last_stage(ignore_virtual=True)

@@ -145,7 +145,7 @@ def fmt(x: Optional[float], spec: str) -> str:
 
 COLUMNS = [("L", 6), ("frames", 6), ("fblock", 6), ("backend", 11), ("mask ms", 8),
            ("fwd ms", 9), ("f+b ms", 9), ("density", 7), ("empty/full/part", 15),
-           ("TF/s fwd", 8), ("TF/s f+b", 8), ("max|d|", 8)]
+           ("TF/s fwd", 8), ("TF/s f+b", 8), ("max err", 8)]
 
 
 def row(values: List[str]) -> str:
@@ -270,7 +270,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"# TFLOP/s count only allowed pairs, same for every backend: fwd = 4*B*H*L^2*d*density,"
           f" fwd+bwd = {FWD_BWD_FACTOR} x fwd")
     print("# fblock = tokens per frame block; empty/full/part = fractions of tiles in the flex "
-          "block mask; max|d| = max abs diff of fwd output vs sdpa-dense")
+          "block mask; max err = max abs diff of the fwd output vs sdpa-dense")
     if not on_cuda:
         print("# CPU: flex is eager and forward-only (no CPU backward in PyTorch) -> f+b n/a")
     print(row([name for name, _ in COLUMNS]))
