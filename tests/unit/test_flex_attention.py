@@ -145,8 +145,8 @@ def test_flex_core_attention_matches_sdpa_core_attention(batch):
 
 
 def test_bench_quick_prints_table():
-    proc = subprocess.run([sys.executable, "tools/bench/attention.py", "--quick", "--device", "cpu"],
-                          cwd=REPO, capture_output=True, text=True, timeout=180)
+    cmd = [sys.executable, "tools/bench/attention.py", "--quick", "--device", "cpu"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     header = "\n".join(l for l in lines if l.startswith("#"))

@@ -49,7 +49,7 @@ FWD_BWD_FACTOR = 3.5  # backward ≈ 2.5x forward (dq, dk, dv and the recomputed
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark layout: ``frames`` latent frames of ``grid`` = (H_l, W_l) after a text prompt."""
+    """One benchmark layout: ``frames`` latent frames of ``grid`` = (H_l, W_l) after the prompt."""
 
     grid: tuple
     frames: int
@@ -237,9 +237,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--heads", type=int, help="attention heads (default 8 CPU / 16 CUDA)")
     parser.add_argument("--head-dim", type=int, help="head dim (default 64 CPU / 128 CUDA)")
     parser.add_argument("--block-size", type=int, default=128, help="flex tile size and padding")
-    parser.add_argument("--warmup", type=int, help="untimed runs (default 1 CPU / 3 CUDA)")
+    parser.add_argument("--warmup", type=int, help="untimed runs (default 2 CPU / 3 CUDA)")
     parser.add_argument("--repeats", type=int, help="timed runs, median reported "
-                        "(default 3 CPU / 10 CUDA)")
+                        "(default 5 CPU / 10 CUDA)")
     parser.add_argument("--cpu-flex-max-len", type=int, default=4096,
                         help="longest L for eager CPU flex (it materialises the scores)")
     parser.add_argument("--seed", type=int, default=0)
@@ -252,8 +252,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     dtype = torch.bfloat16 if on_cuda else torch.float32
     args.heads = args.heads or (16 if on_cuda else 8)
     args.head_dim = args.head_dim or (128 if on_cuda else 64)
-    args.warmup = args.warmup if args.warmup is not None else (3 if on_cuda else 1)
-    args.repeats = args.repeats or (10 if on_cuda else 3)
+    args.warmup = args.warmup if args.warmup is not None else (3 if on_cuda else 2)
+    args.repeats = args.repeats or (10 if on_cuda else 5)
     if args.quick:
         args.warmup, args.repeats = min(args.warmup, 1), min(args.repeats, 2)
         cases = CUDA_QUICK if on_cuda else CPU_QUICK

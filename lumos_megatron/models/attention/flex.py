@@ -203,7 +203,8 @@ class FlexCoreAttention(SDPACoreAttention):
                                    attention_bias=attention_bias,
                                    packed_seq_params=packed_seq_params)
         if packed_seq_params is not None:
-            raise NotImplementedError("packed (THD) sequences are not supported by the flex backend")
+            raise NotImplementedError("packed (THD) sequences are not supported by the flex "
+                                      "backend")
         if attention_bias is not None:
             raise NotImplementedError("attention_bias cannot be combined with a BlockMask")
         if self.training and self.dropout_p > 0.0:
