@@ -7,7 +7,6 @@ created (so no rank hangs waiting for the others).
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from typing import List, Optional
@@ -64,5 +63,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":  # required: dist_checkpointing's writer spawns and re-imports __main__
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning")
     sys.exit(main())
