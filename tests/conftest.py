@@ -27,6 +27,26 @@ def megatron_single_process():
     yield env
 
 
+def lumos_batch(text_lens=(20, 40), frames=3, grid=(8, 8), seed=0):
+    """Right-padded [B, L] token batch of real Lumos samples with different prompt lengths."""
+    import torch
+
+    from lumos_megatron.vocab import LumosVocab, build_video_sample
+
+    vocab = LumosVocab()
+    gen = torch.Generator().manual_seed(seed)
+    samples = []
+    for n in text_lens:
+        text = torch.randint(100, 8000, (n,), generator=gen)
+        codes = torch.randint(0, vocab.num_visual_codes, (frames, *grid), generator=gen)
+        samples.append(build_video_sample(text, codes, 2, 12, vocab)[0])
+    length = max(s.numel() for s in samples)
+    batch = torch.full((len(samples), length), vocab.pad, dtype=torch.long)
+    for b, s in enumerate(samples):
+        batch[b, : s.numel()] = s
+    return batch
+
+
 def run_train(args: Sequence[str], nproc: int = 1, timeout: int = 600,
               extra_env: Dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``lumos_megatron.train`` (under torchrun when nproc > 1) in a fresh process."""

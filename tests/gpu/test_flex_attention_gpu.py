@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from lumos_megatron.models.frame_mask import frame_segment_ids, mask_from_segment_ids
-from lumos_megatron.vocab import LumosVocab, build_video_sample
+from lumos_megatron.vocab import LumosVocab
+
+from conftest import lumos_batch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -20,17 +22,7 @@ ATOL, RTOL = 2e-2, 2e-2
 
 def lumos_segments(text_lens=(256, 300), frames=1, grid=(48, 84)):
     """Segment ids [B, L] on CUDA of right-padded real Lumos samples (L not a multiple of 128)."""
-    gen = torch.Generator().manual_seed(0)
-    samples = []
-    for n in text_lens:
-        text = torch.randint(100, 8000, (n,), generator=gen)
-        codes = torch.randint(0, VOCAB.num_visual_codes, (frames, *grid), generator=gen)
-        samples.append(build_video_sample(text, codes, 2, 12, VOCAB)[0])
-    length = max(s.numel() for s in samples)
-    tokens = torch.full((len(samples), length), VOCAB.pad, dtype=torch.long)
-    for b, s in enumerate(samples):
-        tokens[b, : s.numel()] = s
-    return frame_segment_ids(tokens, VOCAB).cuda()
+    return frame_segment_ids(lumos_batch(text_lens, frames, grid), VOCAB).cuda()
 
 
 def run(attn, q, k, v, grad_out):

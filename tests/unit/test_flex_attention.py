@@ -21,25 +21,12 @@ from lumos_megatron.models.attention.flex import (
 )
 from lumos_megatron.models.attention.sdpa import SDPACoreAttention
 from lumos_megatron.models.frame_mask import frame_segment_ids, mask_from_segment_ids
-from lumos_megatron.vocab import LumosVocab, build_video_sample
+from lumos_megatron.vocab import LumosVocab
+
+from conftest import lumos_batch
 
 REPO = Path(__file__).resolve().parents[2]
 VOCAB = LumosVocab()
-
-
-def lumos_batch(text_lens=(20, 40), frames=3, grid=(8, 8), seed=0):
-    """Right-padded [B, L] batch of real Lumos samples with different prompt lengths."""
-    gen = torch.Generator().manual_seed(seed)
-    samples = []
-    for n in text_lens:
-        text = torch.randint(100, 8000, (n,), generator=gen)
-        codes = torch.randint(0, VOCAB.num_visual_codes, (frames, *grid), generator=gen)
-        samples.append(build_video_sample(text, codes, 2, 12, VOCAB)[0])
-    length = max(s.numel() for s in samples)
-    batch = torch.full((len(samples), length), VOCAB.pad, dtype=torch.long)
-    for b, s in enumerate(samples):
-        batch[b, : s.numel()] = s
-    return batch
 
 
 def tiles(mask, block):
