@@ -37,11 +37,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     from lumos_megatron.platform.distributed import detect_distributed_env
     from lumos_megatron.platform.parallel import LayoutError, resolve_layout
 
-    rank = detect_distributed_env().rank
+    launch = detect_distributed_env()
+    rank = launch.rank
     try:
         cfg = parse_cli(argv, validate=False)
         # The world-size check first: an impossible layout is the root cause of the rest.
-        resolve_layout(cfg, detect_distributed_env().world_size)
+        resolve_layout(cfg, launch.world_size)
         validate_config(cfg)
     except (ConfigError, LayoutError, ValueError) as err:
         if rank == 0:

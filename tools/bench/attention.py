@@ -222,7 +222,7 @@ def run_case(case: Case, args, device: torch.device, dtype: torch.dtype, vocab: 
             notes.append(f"  note: L={length} {name}: CUDA out of memory")
             torch.cuda.empty_cache()
         emit(name, mask_ms, f_ms, fb_ms, err, stats)
-    del dense, block_mask
+    del dense, block_mask  # the closures above are done: free the masks before empty_cache
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return rows + notes
