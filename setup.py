@@ -1,26 +1,64 @@
 """Build and install lumos_megatron.
 
-The csrc/ extension (C++/OpenMP CPU kernels, CUDA kernels when torch has CUDA) is built from
-here; ``LUMOS_NO_EXT=1`` skips it and the pure-PyTorch references in lumos_megatron/ops are used.
-Until the kernels land (W1.3) the extension list is empty. Install with
+The csrc/ extension ``lumos_megatron._C`` (C++/OpenMP CPU kernels, plus CUDA kernels when torch
+has CUDA and a CUDA toolkit is found) is built from here; ``LUMOS_NO_EXT=1`` skips it and the
+pure-PyTorch references in lumos_megatron/ops are used. Install with
 ``pip install --no-build-isolation -e .`` so the build sees the torch already installed (a
 build-isolated environment would resolve a fresh, CUDA-sized torch from the index).
 """
 
+import glob
 import os
+import sys
 
 from setuptools import find_packages, setup
 
 
+# torch 2.13's headers use C++20 (bit-field initializers); C++17 only builds with warnings.
+CXX_STD = "-std=c++20"
+
+
 def csrc_extensions():
-    """The csrc/ extension modules to build (none yet; LUMOS_NO_EXT=1 always builds none)."""
+    """The csrc/ extension modules to build; none with LUMOS_NO_EXT=1.
+
+    CPU kernels always (OpenMP: the -fopenmp libgomp is the one torch already loaded); the .cu
+    kernels too, with -DWITH_CUDA so the bindings register them, when torch is a CUDA build and
+    CUDA_HOME (nvcc) is found.
+    """
     if os.environ.get("LUMOS_NO_EXT") == "1":
         return []
-    return []
+    try:
+        import torch
+        from torch.utils import cpp_extension
+    except ImportError:  # a build-isolated install: see the module docstring
+        print("lumos_megatron: torch is not importable at build time; building without csrc/ "
+              "(use pip install --no-build-isolation)", file=sys.stderr)
+        return []
+
+    root = os.path.dirname(os.path.abspath(__file__))
+    # Relative paths: setuptools rejects absolute source paths.
+    cpp = sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "csrc", "*.cpp")))
+    cu = sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "csrc", "*.cu")))
+    # -fno-trapping-math lets gcc vectorize the branch-free exp in csrc/chunked_ce_cpu.cpp (we never
+    # rely on FP exceptions); -g0 drops the -g that Python's CFLAGS add (10x the .so, slower build).
+    # Apple clang has no -fopenmp: there the pragmas are ignored and the kernels run serially.
+    openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
+    cxx = ["-O3", CXX_STD, *openmp, "-fno-trapping-math", "-g0"]
+    headers = dict(include_dirs=[os.path.join(root, "csrc")],
+                   depends=glob.glob(os.path.join(root, "csrc", "*.h")))
+    if torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None and cu:
+        return [cpp_extension.CUDAExtension(
+            "lumos_megatron._C", cpp + cu,
+            define_macros=[("WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", CXX_STD]},
+            extra_link_args=openmp, **headers)]
+    return [cpp_extension.CppExtension(
+        "lumos_megatron._C", cpp,
+        extra_compile_args={"cxx": cxx}, extra_link_args=openmp, **headers)]
 
 
 def build_cmdclass():
-    """torch's BuildExtension once there are extensions to compile."""
+    """torch's BuildExtension (ninja when available: compiles the sources in parallel)."""
     if not csrc_extensions():
         return {}
     from torch.utils.cpp_extension import BuildExtension

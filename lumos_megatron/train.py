@@ -33,7 +33,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(_USAGE)
         return 0
-    from lumos_megatron.config import ConfigError, parse_cli, validate_config
+    from lumos_megatron.config import ConfigError, check_runtime_support, parse_cli, validate_config
     from lumos_megatron.platform.distributed import detect_distributed_env
     from lumos_megatron.platform.parallel import LayoutError, resolve_layout
 
@@ -44,6 +44,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         # The world-size check first: an impossible layout is the root cause of the rest.
         resolve_layout(cfg, launch.world_size)
         validate_config(cfg)
+        # Before any process group exists: e.g. flex without CUDA would otherwise fail deep in
+        # autograd on the first backward, after every rank has built its model.
+        check_runtime_support(cfg, training=True)
     except (ConfigError, LayoutError, ValueError) as err:
         if rank == 0:
             print(f"lumos_megatron.train: error: {err}", file=sys.stderr)

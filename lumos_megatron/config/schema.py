@@ -52,7 +52,10 @@ class ModelConfig:
     add_bias_linear: bool = False
     """Biases on q/k/v/o and MLP projections (official attention_bias = mlp_bias = False)."""
     attention_backend: str = "sdpa"
-    """Core attention implementation: 'sdpa' (torch SDPA with a dense boolean mask; CPU and GPU)."""
+    """Core attention implementation: 'sdpa' (torch SDPA with a dense boolean mask; CPU and GPU,
+    the only one that trains on CPU and the one context parallelism uses), 'flex' (FlexAttention
+    with a frame-causal block mask that skips empty tiles; trains on CUDA, forward-only on CPU) or
+    'te_bias' (TransformerEngine fused attention with the mask as a post-scale bias; needs TE)."""
     tie_embeddings: bool = False
     """Share the input embedding and the LM head. Lumos-1 unties them."""
 
@@ -134,12 +137,25 @@ class DataConfig:
 class ARDFConfig:
     """AR-DF training objective (temporal tube masking)."""
 
-    enabled: bool = False
-    """Train with AR-DF tube masking and the visual-only loss; off means plain next-token CE."""
+    enabled: bool = True
+    """Train with AR-DF tube masking and the visual-only loss (official); off means a plain
+    next-token CE over the full vocabulary (a baseline, not the Lumos objective)."""
     min_mask_ratio: float = 0.7
     """Lower clamp of the cosine mask ratio r = max(cos(pi*u/2), min) (official 0.7)."""
     cfg_drop_prob: float = 0.1
-    """Probability of dropping the text condition of a sample (classifier-free guidance)."""
+    """Probability of dropping the text condition of an eligible sample (official 0.1)."""
+    max_latent_frames: int = 7
+    """Keep only the first N latent frames of each video (official: 7, i.e. 25 RGB frames)."""
+    rewrite_duration_fps: bool = True
+    """Rewrite the video prefix duration/fps tokens to video_duration/video_fps (images: 1, 1)."""
+    video_duration: int = 2
+    """Duration (s) written into video prefixes (official: 2 for the 7 kept latent frames)."""
+    video_fps: int = 12
+    """Frame rate written into video prefixes (official: 12)."""
+    loss_chunk_rows: int = 1024
+    """Rows per chunk of the fused visual cross-entropy (peak temporary: rows x visual vocab / TP)."""
+    report_frames: int = 8
+    """Latent frames 0..N-1 get their own loss/frame_k scalar (all frames count in lm loss)."""
 
 
 @dataclass

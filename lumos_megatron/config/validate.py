@@ -6,13 +6,13 @@ Checks that need the number of processes (DP size, batch divisibility) live in
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 from lumos_megatron.config.loader import ConfigError
 from lumos_megatron.config.schema import LumosConfig
 
 ROPE_VARIANTS = ("1d", "mm_rope", "3d_contiguous")
-ATTENTION_BACKENDS = ("sdpa",)
+ATTENTION_BACKENDS = ("sdpa", "flex", "te_bias")
 PRECISIONS = ("fp32", "bf16")
 # Ids below this are text; the unified vocabulary must hold at least one visual code above it.
 TEXT_VOCAB_SIZE = 65536
@@ -53,6 +53,12 @@ def _model_problems(cfg: LumosConfig) -> List[str]:
                    f"(got {head_dim(cfg)})")
     if m.attention_backend not in ATTENTION_BACKENDS:
         out.append(f"model.attention_backend={m.attention_backend!r}; choose one of {ATTENTION_BACKENDS}")
+    elif m.attention_backend != "sdpa" and p.context_parallel_size > 1:
+        out.append(
+            f"model.attention_backend={m.attention_backend!r} does not support context parallelism "
+            f"(CP={p.context_parallel_size}): the all-gather-KV CP attention runs on SDPA; set "
+            "model.attention_backend=sdpa or parallel.context_parallel_size=1"
+        )
     tp = p.tensor_model_parallel_size
     if tp >= 1:
         if m.num_attention_heads % tp:
@@ -125,8 +131,64 @@ def _train_data_problems(cfg: LumosConfig) -> List[str]:
     return out
 
 
+def _ardf_problems(cfg: LumosConfig) -> List[str]:
+    a = cfg.ardf
+    out = []
+    if not 0.0 <= a.min_mask_ratio <= 1.0:
+        out.append(f"ardf.min_mask_ratio={a.min_mask_ratio} must lie in [0, 1]")
+    if not 0.0 <= a.cfg_drop_prob <= 1.0:
+        out.append(f"ardf.cfg_drop_prob={a.cfg_drop_prob} must lie in [0, 1]")
+    for name in ("max_latent_frames", "loss_chunk_rows", "report_frames"):
+        if getattr(a, name) < 1:
+            out.append(f"ardf.{name} must be >= 1 (got {getattr(a, name)})")
+    for name in ("video_duration", "video_fps"):
+        if not 1 <= getattr(a, name) <= 198:  # a size token 8804+n, n < 199
+            out.append(f"ardf.{name}={getattr(a, name)} must lie in [1, 198] (size tokens)")
+    return out
+
+
+def runtime_problems(cfg: LumosConfig, training: bool = True) -> List[str]:
+    """What this machine lacks for ``cfg`` (kept apart from ``validate_config``, which must
+    accept a recipe written on a laptop for a GPU cluster)."""
+    import torch
+
+    backend = cfg.model.attention_backend
+    out = []
+    if backend == "flex" and training and not torch.cuda.is_available():
+        out.append(
+            f"model.attention_backend='flex' cannot train without CUDA: FlexAttention has no CPU "
+            f"backward (torch {torch.__version__}); train with model.attention_backend=sdpa on "
+            "CPU (flex runs forward-only there)"
+        )
+    if backend == "te_bias":
+        problem = transformer_engine_problem()
+        if problem:
+            out.append(problem)
+    return out
+
+
+def transformer_engine_problem() -> Optional[str]:
+    """One line saying why ``transformer_engine.pytorch`` cannot be imported, or None if it can."""
+    try:
+        import transformer_engine.pytorch  # noqa: F401
+    except Exception as err:  # ImportError, or OSError/RuntimeError from a broken CUDA stack
+        reason = (str(err).splitlines() or [""])[0]
+        return ("model.attention_backend='te_bias' needs TransformerEngine, which cannot be "
+                f"imported here ({type(err).__name__}: {reason}); install it on a CUDA machine "
+                "with `pip install -e '.[te]'`, or use model.attention_backend=sdpa (flex on GPU)")
+    return None
+
+
+def check_runtime_support(cfg: LumosConfig, training: bool = True) -> None:
+    """Raise ``ConfigError`` (one line per problem) if this machine cannot run ``cfg``."""
+    problems = runtime_problems(cfg, training=training)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def validate_config(cfg: LumosConfig) -> None:
     """Raise ``ConfigError`` listing every inconsistent value (one per line)."""
-    problems = _parallel_problems(cfg) + _model_problems(cfg) + _train_data_problems(cfg)
+    problems = (_parallel_problems(cfg) + _model_problems(cfg) + _train_data_problems(cfg)
+                + _ardf_problems(cfg))
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))

@@ -11,14 +11,15 @@ from __future__ import annotations
 import torch
 
 from lumos_megatron.config.schema import LumosConfig
-from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab, build_video_sample
+from lumos_megatron.vocab import LumosVocab, build_video_sample
 
 # Caption ids are drawn above the reserved/special range so they never look like structure.
 _TEXT_ID_LOW = 10000
 
 
 class MockVideoDataset:
-    """Indexable, infinite source of ``(tokens [seq_length], labels [seq_length])`` long tensors."""
+    """Indexable, infinite source of unpadded ``(tokens [n], labels [n])`` long tensors (n is
+    ``sample_length``; the collate pads to ``data.seq_length``)."""
 
     def __init__(self, cfg: LumosConfig, vocab: LumosVocab):
         d = cfg.data
@@ -30,6 +31,7 @@ class MockVideoDataset:
         self.text_tokens = d.mock_text_tokens
         self.duration, self.fps = (2, 12) if self.frames > 1 else (1, 1)
         rows, cols = self.grid
+        self._code_weights = 1.0 / torch.arange(1, vocab.num_visual_codes + 1, dtype=torch.float64)
         block = 3 + rows * (cols + 1) + 1
         self.sample_length = 1 + self.text_tokens + 1 + 3 + self.frames * block + 2
         if self.sample_length > self.seq_length:
@@ -42,10 +44,9 @@ class MockVideoDataset:
     def __getitem__(self, index: int):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index))
         text = torch.randint(_TEXT_ID_LOW, self.vocab.text_vocab_size, (self.text_tokens,), generator=gen)
-        codes = torch.randint(0, self.vocab.num_visual_codes, (self.frames, *self.grid), generator=gen)
-        tokens, labels = build_video_sample(text, codes, self.duration, self.fps, self.vocab)
-        pad = self.seq_length - tokens.numel()
-        # Right padding: id 0 (BOS/pad) with no loss, as the official collate does.
-        tokens = torch.cat([tokens, torch.full((pad,), self.vocab.pad, dtype=torch.long)])
-        labels = torch.cat([labels, torch.full((pad,), IGNORE_INDEX, dtype=torch.long)])
-        return tokens, labels
+        # Zipf-distributed codes: like real codebook usage, skewed, so a model has something to
+        # learn within a few steps (uniform codes would pin the visual loss at log(codebook)).
+        n = self.frames * self.grid[0] * self.grid[1]
+        codes = torch.multinomial(self._code_weights, n, replacement=True, generator=gen)
+        codes = codes.view(self.frames, *self.grid)
+        return build_video_sample(text, codes, self.duration, self.fps, self.vocab)

@@ -29,10 +29,20 @@ from megatron.core.transformer.transformer_layer import TransformerLayer, Transf
 from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.config.validate import head_dim
 from lumos_megatron.models.attention.context_parallel import AllGatherCPCoreAttention
+from lumos_megatron.models.attention.flex import FlexCoreAttention
 from lumos_megatron.models.attention.sdpa import SDPACoreAttention
+from lumos_megatron.models.attention.te_bias import TEBiasCoreAttention
 from lumos_megatron.models.norms import HeadSharedLayerNorm, RMSNorm
 
-CORE_ATTENTION_BACKENDS = {"sdpa": SDPACoreAttention}
+# model.attention_backend → core-attention module. Each expects the attention_mask that
+# training.batch.build_model_inputs builds for the same backend: a dense bool mask (sdpa), a
+# frame-causal BlockMask (flex) or an additive [b,1,s,s] bias (te_bias). TE is imported only
+# when a te_bias module is built.
+CORE_ATTENTION_BACKENDS = {
+    "sdpa": SDPACoreAttention,
+    "flex": FlexCoreAttention,
+    "te_bias": TEBiasCoreAttention,
+}
 
 
 @dataclass
@@ -93,6 +103,8 @@ def lumos_layer_spec(cfg: LumosConfig) -> ModuleSpec:
     qk_norm = HeadSharedLayerNorm if cfg.model.qk_layernorm else IdentityOp
     core_attention = CORE_ATTENTION_BACKENDS[cfg.model.attention_backend]
     if cfg.parallel.context_parallel_size > 1:
+        # The all-gather-KV CP attention is SDPA-based; config validation rejects the other
+        # backends with CP > 1 rather than silently replacing them here.
         core_attention = AllGatherCPCoreAttention
     return ModuleSpec(
         module=TransformerLayer,

@@ -16,6 +16,7 @@ from megatron.core.models.gpt import GPTModel
 
 from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.config.validate import head_dim
+from lumos_megatron.losses.fused import fused_visual_cross_entropy
 from lumos_megatron.models.init import initialize_lumos_weights
 from lumos_megatron.models.layer_spec import (
     LumosTransformerConfig,
@@ -23,6 +24,7 @@ from lumos_megatron.models.layer_spec import (
     lumos_block_spec,
 )
 from lumos_megatron.models.rotary import LumosRotaryEmbedding
+from lumos_megatron.vocab import LumosVocab
 
 
 class LumosModel(GPTModel):
@@ -31,6 +33,10 @@ class LumosModel(GPTModel):
     ``forward(input_ids [b,s], position_ids [3,b,s]|[b,s], attention_mask [b,1,s,s] bool (True =
     masked out) | None, labels=None)`` returns logits ``[b, s, V/tp]`` or, with labels, the
     per-token loss ``[b, s]``; intermediate stages return hidden states.
+
+    With ``cfg.ardf.enabled`` the loss is the AR-DF visual cross-entropy of the fused chunked
+    vocab-parallel path (``losses.fused``): ``labels`` are the unshifted masked labels and no
+    ``[tokens x vocab]`` logits are formed. Without labels (inference) the full logits come out.
     """
 
     def __init__(self, cfg: LumosConfig, config: LumosTransformerConfig, pre_process: bool = True,
@@ -51,6 +57,24 @@ class LumosModel(GPTModel):
         self.mrope_section = None
         self.rotary_pos_emb = LumosRotaryEmbedding(
             head_dim(cfg), base=cfg.model.rotary_base, variant=cfg.model.rope_variant
+        )
+        self.visual_loss_vocab = LumosVocab(vocab_size=cfg.model.vocab_size) if cfg.ardf.enabled else None
+        self.loss_chunk_rows = cfg.ardf.loss_chunk_rows
+
+    def _postprocess(self, hidden_states, labels=None, **kwargs):
+        """megatron's post-processing, with output layer + loss replaced by the fused visual CE
+        when training AR-DF (gpt_model.py:685-714 in 0.16.1; see MEGATRON_NOTES §3)."""
+        fused = (self.visual_loss_vocab is not None and labels is not None and self.post_process
+                 and self.config.mtp_num_layers is None)
+        if not fused:
+            return super()._postprocess(hidden_states=hidden_states, labels=labels, **kwargs)
+        weight = (self.shared_embedding_or_output_weight() if self.share_embeddings_and_output_weights
+                  else self.output_layer.weight)
+        return fused_visual_cross_entropy(
+            hidden_states, weight, labels, self.visual_loss_vocab,
+            tp_group=parallel_state.get_tensor_model_parallel_group(),
+            sequence_parallel=self.config.sequence_parallel,
+            chunk_rows=self.loss_chunk_rows,
         )
 
 

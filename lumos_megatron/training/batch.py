@@ -8,12 +8,16 @@ stage builds the same batch (positions and mask are needed on every stage).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import torch
 
+from lumos_megatron.ardf import ardf_batch
 from lumos_megatron.config.schema import LumosConfig
-from lumos_megatron.models.frame_mask import frame_causal_mask
+from lumos_megatron.data.collate import pad_samples
+from lumos_megatron.models.attention.flex import build_frame_causal_block_mask
+from lumos_megatron.models.attention.te_bias import frame_causal_attention_bias
+from lumos_megatron.models.frame_mask import frame_causal_mask, frame_segment_ids
 from lumos_megatron.models.mm_rope import effective_positions, mm_rope_positions
 from lumos_megatron.training.context_parallel import slice_batch_for_cp
 from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
@@ -49,19 +53,61 @@ def build_model_inputs(tokens: torch.Tensor, targets: torch.Tensor, cfg: LumosCo
 
     ``labels`` are the targets with ignored positions set to 0 (megatron's vocab-parallel CE has
     no ignore index), ``loss_mask`` marks real targets, ``position_ids`` are the [3, b, s] effective
-    MM-RoPE positions of ``cfg.model.rope_variant`` and ``attention_mask`` is megatron's
-    convention (bool [b, 1, s, s], True = masked out) of the frame-causal mask.
+    MM-RoPE positions of ``cfg.model.rope_variant``. ``attention_mask`` is the frame-causal mask in
+    the form the configured ``model.attention_backend`` consumes, built once per micro-batch:
+
+    * ``sdpa``: megatron's convention, bool [b, 1, s, s], True = masked out;
+    * ``flex``: a ``FrameCausalBlockMask`` (a BlockMask whose ``.to`` also moves its segment ids);
+    * ``te_bias``: an additive bias [b, 1, s, s] in the compute dtype (0 allowed, finfo.min masked).
+
+    The flex and te_bias masks are built on the current CUDA device when there is one (otherwise
+    where ``tokens`` are): the compiled CUDA block-mask builder never materialises the L x L mask
+    that the eager CPU one needs, and the L x L bias is not copied host→device per micro-batch.
+    The iterator's ``.to(device)`` is then a no-op for them.
     """
     positions = mm_rope_positions(tokens, vocab)
-    allowed = frame_causal_mask(tokens, vocab)
+    backend = cfg.model.attention_backend
+    if backend in ("flex", "te_bias"):
+        segments = frame_segment_ids(tokens, vocab)
+        if torch.cuda.is_available() and segments.device.type == "cpu":
+            segments = segments.to(torch.cuda.current_device())
+        if backend == "flex":
+            attention_mask = build_frame_causal_block_mask(segments)
+        else:
+            dtype = torch.bfloat16 if cfg.train.precision == "bf16" else torch.float32
+            attention_mask = frame_causal_attention_bias(segments, dtype)
+    else:
+        attention_mask = (~frame_causal_mask(tokens, vocab)).unsqueeze(1)
     loss_mask = (targets != IGNORE_INDEX)
     return {
         "tokens": tokens,
         "labels": torch.where(loss_mask, targets, torch.zeros_like(targets)),
         "loss_mask": loss_mask.float(),
         "position_ids": effective_positions(positions, cfg.model.rope_variant),
-        "attention_mask": (~allowed).unsqueeze(1),
+        "attention_mask": attention_mask,
     }
+
+
+def training_batch(samples: Sequence[Tuple[torch.Tensor, torch.Tensor]], sample_indices: Sequence[int],
+                   iteration: int, cfg: LumosConfig, vocab: LumosVocab) -> Dict[str, torch.Tensor]:
+    """Unpadded samples of one micro-batch → model inputs, for the configured objective.
+
+    AR-DF (``cfg.ardf.enabled``): the official transforms and tube mask (``ardf.ardf_batch``),
+    positions and mask built on the masked input, unshifted labels, ``loss_mask`` = visual labels,
+    plus ``frame_index`` (latent frame of each loss position, -1 elsewhere) and ``mask_stats``
+    ``[masked, maskable]`` for reporting. Otherwise: padded samples with next-token targets.
+    """
+    if not cfg.ardf.enabled:
+        tokens, labels = pad_samples(samples, cfg.data.seq_length, vocab, sample_indices)
+        return build_model_inputs(tokens, next_token_targets(labels), cfg, vocab)
+    masked = ardf_batch(samples, sample_indices, iteration, cfg, vocab)
+    batch = build_model_inputs(masked.tokens, masked.labels, cfg, vocab)
+    carries_loss = masked.labels >= vocab.visual_offset
+    batch["loss_mask"] = carries_loss.float()
+    frame = frame_segment_ids(masked.tokens, vocab) - 1
+    batch["frame_index"] = torch.where(carries_loss, frame, torch.full_like(frame, -1))
+    batch["mask_stats"] = torch.tensor([float(masked.masked.sum()), float(masked.content.sum())])
+    return batch
 
 
 def micro_batch_iterator(dataset, cfg: LumosConfig, vocab: LumosVocab, schedule: SampleSchedule,
@@ -71,10 +117,8 @@ def micro_batch_iterator(dataset, cfg: LumosConfig, vocab: LumosVocab, schedule:
     iteration = start_iteration
     while True:
         for micro in range(num_microbatches):
-            samples = [dataset[i] for i in schedule.indices(iteration, micro, dp_rank)]
-            tokens = torch.stack([s[0] for s in samples])
-            labels = torch.stack([s[1] for s in samples])
-            batch = build_model_inputs(tokens, next_token_targets(labels), cfg, vocab)
+            indices = schedule.indices(iteration, micro, dp_rank)
+            batch = training_batch([dataset[i] for i in indices], indices, iteration, cfg, vocab)
             batch = slice_batch_for_cp(batch, cfg.parallel.context_parallel_size, cp_rank)
             yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         iteration += 1

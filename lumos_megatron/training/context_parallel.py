@@ -30,7 +30,8 @@ def slice_batch_for_cp(batch: Dict[str, torch.Tensor], cp_size: int, cp_rank: in
         return batch
     idx = cp_local_indices(batch["tokens"].shape[-1], cp_size, cp_rank).to(batch["tokens"].device)
     out = dict(batch)
-    for key in ("tokens", "labels", "loss_mask", "position_ids"):
-        out[key] = batch[key].index_select(-1, idx)
+    for key in ("tokens", "labels", "loss_mask", "position_ids", "frame_index"):
+        if key in batch:
+            out[key] = batch[key].index_select(-1, idx)
     out["attention_mask"] = batch["attention_mask"].index_select(2, idx)
     return out

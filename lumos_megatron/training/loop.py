@@ -8,7 +8,8 @@ signals and the full logging/MFU; the structure here is what they plug into.
 from __future__ import annotations
 
 import time
-from typing import List
+from functools import partial
+from typing import Dict, List
 
 import torch
 import torch.distributed as dist
@@ -16,6 +17,7 @@ from megatron.core import parallel_state
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from lumos_megatron.config.loader import ConfigError
+from lumos_megatron.config.validate import check_runtime_support
 from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.data.mock import MockVideoDataset
 from lumos_megatron.models.layer_spec import build_transformer_config
@@ -36,23 +38,42 @@ from lumos_megatron.vocab import LumosVocab
 
 
 def _check_supported(cfg: LumosConfig) -> None:
+    check_runtime_support(cfg, training=True)
     if not cfg.data.mock:
         raise ConfigError("only mock data is available so far (data.mock=true); indexed datasets "
                           "arrive with W1.5")
 
 
-def _reduce_loss(loss_reports: List[dict]) -> torch.Tensor:
-    """Sum [loss_sum, tokens] over micro-batches and over the DP(+CP) group (last stage only)."""
-    total = torch.zeros(2, dtype=torch.float64)
+def _reduce_reports(loss_reports: List[dict]) -> Dict[str, torch.Tensor]:
+    """Sum every report (``lm loss`` [sum, tokens], ``frame loss`` [K, 2], ``mask ratio``
+    [masked, maskable]) over micro-batches and over the DP(+CP) group (last stage only)."""
+    totals: Dict[str, torch.Tensor] = {}
     for report in loss_reports:
-        total += report["lm loss"].detach().to("cpu", torch.float64)
-    if parallel_state.get_data_parallel_world_size(with_context_parallel=True) > 1:
+        for key, value in report.items():
+            value = value.detach().to("cpu", torch.float64)
+            totals[key] = totals[key] + value if key in totals else value
+    if totals and parallel_state.get_data_parallel_world_size(with_context_parallel=True) > 1:
         group = parallel_state.get_data_parallel_group(with_context_parallel=True)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        total = total.to(device)
-        dist.all_reduce(total, group=group)
-        total = total.cpu()
-    return total
+        for key in sorted(totals):  # same order on every rank
+            value = totals[key].to(device)
+            dist.all_reduce(value, group=group)
+            totals[key] = value.cpu()
+    return totals
+
+
+def _extra_scalars(totals: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    """TensorBoard scalars beyond ``lm loss``: per-frame visual loss and the realized mask ratio."""
+    extra = {}
+    if "frame loss" in totals:
+        for k, (loss_sum, count) in enumerate(totals["frame loss"].tolist()):
+            if count > 0:
+                extra[f"loss/frame_{k}"] = loss_sum / count
+    if "mask ratio" in totals:
+        masked, maskable = totals["mask ratio"].tolist()
+        if maskable > 0:
+            extra["ardf/mask-ratio"] = masked / maskable
+    return extra
 
 
 def train(cfg: LumosConfig) -> List[IterationStats]:
@@ -79,6 +100,7 @@ def train(cfg: LumosConfig) -> List[IterationStats]:
     iterators = [micro_batch_iterator(dataset, cfg, vocab, schedule, dp_rank, 0, micro, device, cp_rank)
                  for _ in chunks]
     forward_backward = get_forward_backward_func()
+    step_func = partial(forward_step, report_frames=cfg.ardf.report_frames if cfg.ardf.enabled else 0)
     last_stage = parallel_state.is_pipeline_last_stage(ignore_virtual=True)
     reporter = Reporter(active=is_last_rank(), train_iters=cfg.train.train_iters,
                         global_batch_size=cfg.train.global_batch_size,
@@ -97,7 +119,7 @@ def train(cfg: LumosConfig) -> List[IterationStats]:
             chunk.zero_grad_buffer()
         optimizer.zero_grad()
         reports = forward_backward(
-            forward_step_func=forward_step,
+            forward_step_func=step_func,
             data_iterator=iterators if len(iterators) > 1 else iterators[0],
             model=chunks if len(chunks) > 1 else chunks[0],
             num_microbatches=micro,
@@ -107,8 +129,11 @@ def train(cfg: LumosConfig) -> List[IterationStats]:
         )
         update_ok, grad_norm, _ = optimizer.step()
         scheduler.step(increment=cfg.train.global_batch_size)
+        extra: Dict[str, float] = {}
         if last_stage:
-            loss_sum, tokens = _reduce_loss(reports).tolist()
+            totals = _reduce_reports(reports)
+            loss_sum, tokens = totals["lm loss"].tolist()
+            extra = _extra_scalars(totals)
         else:
             loss_sum, tokens = float("nan"), 0.0
         elapsed_ms = (time.perf_counter() - start) * 1000.0
@@ -121,6 +146,7 @@ def train(cfg: LumosConfig) -> List[IterationStats]:
             loss_tokens=int(tokens),
             grad_norm=None if grad_norm is None else float(grad_norm),
             skipped=not update_ok,
+            extra=extra,
         ))
     reporter.close()
     return reporter.history

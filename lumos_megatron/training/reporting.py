@@ -20,6 +20,8 @@ class IterationStats:
     loss_tokens: int
     grad_norm: Optional[float]
     skipped: bool = False
+    extra: Dict[str, float] = field(default_factory=dict)
+    """Further TensorBoard scalars by name (``loss/frame_k``, ``ardf/mask-ratio``)."""
 
 
 def format_log_line(stats: IterationStats, train_iters: int, global_batch_size: int) -> str:
@@ -35,7 +37,8 @@ def format_log_line(stats: IterationStats, train_iters: int, global_batch_size: 
         f" lm loss: {stats.lm_loss:.6E} |"
         f" loss tokens: {stats.loss_tokens:8d} |"
         f" grad norm: {grad} |"
-        f" number of skipped iterations: {int(stats.skipped):3d} |"
+        + (f" mask ratio: {stats.extra['ardf/mask-ratio']:.3f} |" if "ardf/mask-ratio" in stats.extra else "")
+        + f" number of skipped iterations: {int(stats.skipped):3d} |"
     )
 
 
@@ -68,6 +71,7 @@ class Reporter:
             scalars: Dict[str, float] = {"lm loss": stats.lm_loss, "learning-rate": stats.lr}
             if stats.grad_norm is not None:
                 scalars["grad-norm"] = stats.grad_norm
+            scalars.update(stats.extra)
             for name, value in scalars.items():
                 self._writer.add_scalar(name, value, stats.iteration)
                 self._writer.add_scalar(f"{name} vs samples", value, stats.consumed_samples)

@@ -1,5 +1,5 @@
-"""The README quickstart at tiny size: trains, prints the Megatron-style lines, a summary and the
-TensorBoard path, and writes `lm loss` scalars there."""
+"""The README quickstart at tiny size: trains with AR-DF, prints the Megatron-style lines, a
+summary and the TensorBoard path, and writes `lm loss`, `loss/frame_k` and `ardf/mask-ratio`."""
 
 import re
 
@@ -18,6 +18,12 @@ def test_quickstart_trains_and_reports(tmp_path):
     losses = [v for _, v in read_scalars(tb, "lm loss")]
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert len(read_scalars(tb, "learning-rate")) == 3 and len(read_scalars(tb, "grad-norm")) == 3
+    # AR-DF by default: per-latent-frame visual loss (2 mock frames) and the realized mask ratio.
+    frame_losses = [read_scalars(tb, f"loss/frame_{k}") for k in (0, 1)]
+    assert all(len(f) == 3 for f in frame_losses)
+    ratios = [v for _, v in read_scalars(tb, "ardf/mask-ratio")]
+    assert len(ratios) == 3 and all(0.7 * 0.9 < r <= 1.0 for r in ratios)
+    assert "mask ratio:" in lines[0]
 
 
 def test_bad_override_exits_2_with_message():

@@ -92,7 +92,7 @@ def test_layout_independent_init_shards_full_tensors():
 def test_model_forward_logits_and_per_token_loss(megatron_single_process):
     from lumos_megatron.models.lumos_model import build_model_chunks
 
-    cfg = parse_cli(["--config", str(TINY_RECIPE), "model.num_layers=1"])
+    cfg = parse_cli(["--config", str(TINY_RECIPE), "model.num_layers=1", "ardf.enabled=false"])
     (model,) = build_model_chunks(cfg)
     assert sum(p.numel() for p in model.parameters()) > 0
     names = dict(model.named_parameters())
@@ -120,3 +120,34 @@ def test_position_ids_change_the_output(megatron_single_process):
     a = model(tokens, torch.arange(8)[None], None)
     b = model(tokens, (torch.arange(8)[None] * 3), None)
     assert not torch.allclose(a, b)
+
+
+def test_ardf_model_loss_is_the_visual_ce_of_its_own_logits(megatron_single_process):
+    """With AR-DF the model's loss output is the fused visual CE: equal to the reference computed
+    from the full logits the same model returns without labels, and so are the gradients."""
+    from lumos_megatron.losses.reference import visual_token_losses
+    from lumos_megatron.models.lumos_model import build_model_chunks
+    from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
+
+    cfg = parse_cli(["--config", str(TINY_RECIPE), "model.num_layers=1", "ardf.loss_chunk_rows=3"])
+    (model,) = build_model_chunks(cfg)
+    vocab = LumosVocab(vocab_size=65600)
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 65600, (2, 10), generator=gen)
+    pos = torch.arange(10).expand(2, 10)
+    labels = torch.full((2, 10), IGNORE_INDEX)
+    labels[:, ::2] = 65536 + torch.randint(0, 64, (2, 5), generator=gen)
+    labels[0, 1] = vocab.new_line  # kept label of a masked new-line: no loss
+    loss = model(tokens, pos, None, labels=labels)
+    assert loss.shape == (2, 10) and torch.all(loss[labels < 65536] == 0)
+    loss.sum().backward()
+    fused_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    logits = model(tokens, pos, None)
+    ref = visual_token_losses(logits, labels, vocab)
+    torch.testing.assert_close(loss[labels >= 65536], ref, rtol=1e-5, atol=1e-6)
+    ref.sum().backward()
+    for name, param in model.named_parameters():
+        # Tensor-wise relative error: single elements differ by fp32 summation order only.
+        err = (fused_grads[name] - param.grad).norm() / param.grad.norm().clamp(min=1e-12)
+        assert err < 1e-5, f"{name}: relative gradient error {err:.2e}"

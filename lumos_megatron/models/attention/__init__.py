@@ -4,6 +4,11 @@ import importlib
 
 _LAZY = {
     "SDPACoreAttention": "lumos_megatron.models.attention.sdpa",
+    "FlexCoreAttention": "lumos_megatron.models.attention.flex",
+    "FrameCausalBlockMask": "lumos_megatron.models.attention.flex",
+    "build_frame_causal_block_mask": "lumos_megatron.models.attention.flex",
+    "TEBiasCoreAttention": "lumos_megatron.models.attention.te_bias",
+    "frame_causal_attention_bias": "lumos_megatron.models.attention.te_bias",
     "frame_causal_mask": "lumos_megatron.models.frame_mask",
     "frame_segment_ids": "lumos_megatron.models.frame_mask",
     "mask_from_segment_ids": "lumos_megatron.models.frame_mask",

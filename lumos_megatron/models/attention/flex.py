@@ -9,6 +9,14 @@ skip mask evaluation on full ones; only tiles crossing the diagonal or a frame e
 The dense SDPA route (:class:`~lumos_megatron.models.attention.sdpa.SDPACoreAttention`) has to
 read an L x L mask and computes every tile.
 
+Selected with ``model.attention_backend=flex``: ``training.batch.build_model_inputs`` builds one
+:class:`FrameCausalBlockMask` per micro-batch and ships it as the batch's ``attention_mask``;
+megatron hands it untouched through GPTModel → TransformerBlock → TransformerLayer →
+SelfAttention to :class:`FlexCoreAttention` in every layer. Nothing on that path treats the mask
+as a tensor except two features we do not enable: activation recompute (megatron 0.16.1's
+``CheckpointFunction`` calls ``save_for_backward`` on it, which rejects a BlockMask) and CUDA
+graphs (which want a tensor mask as a static input).
+
 Device support (torch 2.13):
 
 * CUDA: ``torch.compile(flex_attention)`` (a fused Triton kernel), forward and backward.
@@ -31,6 +39,7 @@ from lumos_megatron.models.attention.sdpa import SDPACoreAttention
 __all__ = [
     "BlockMask",
     "FlexCoreAttention",
+    "FrameCausalBlockMask",
     "block_mask_stats",
     "build_frame_causal_block_mask",
     "frame_causal_flex_attention",
@@ -77,15 +86,59 @@ def frame_causal_mask_mod(segment_ids: torch.Tensor) -> Callable:
     return mask_mod
 
 
+class FrameCausalBlockMask(BlockMask):
+    """A frame-causal :class:`BlockMask` that also carries the segment ids its ``mask_mod`` reads.
+
+    Why a subclass: ``BlockMask.to`` moves the block tables but not the tensors captured by the
+    ``mask_mod`` closure, so a mask built on the data side (CPU) and moved to the GPU would
+    evaluate its partial tiles against CPU segment ids. Here :meth:`to` moves the segment ids
+    too and rebuilds the ``mask_mod`` over the moved copy. It also accepts ``non_blocking`` like
+    ``Tensor.to``, so a batch dict of tensors and this mask can be moved with one expression.
+    Everything else is a plain ``BlockMask`` (``isinstance`` checks, ``to_dense``, ...).
+    """
+
+    def __init__(self, *args, segment_ids: Optional[torch.Tensor] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.segment_ids = segment_ids
+
+    @classmethod
+    def wrap(cls, block_mask: BlockMask, segment_ids: torch.Tensor) -> "FrameCausalBlockMask":
+        """Re-type ``block_mask`` (built from ``segment_ids``) without copying its tensors."""
+        return cls(segment_ids=segment_ids, **_block_mask_fields(block_mask))
+
+    def to(self, device, non_blocking: bool = False) -> "FrameCausalBlockMask":
+        """Block tables, segment ids and the ``mask_mod`` closure, all on ``device``."""
+        fields = _block_mask_fields(self)
+        for name in self._TENSOR_ATTRS:
+            if isinstance(fields[name], torch.Tensor):
+                fields[name] = fields[name].to(device, non_blocking=non_blocking)
+        segment_ids = self.segment_ids
+        if segment_ids is not None:
+            segment_ids = segment_ids.to(device, non_blocking=non_blocking)
+            fields["mask_mod"] = frame_causal_mask_mod(segment_ids)
+        return FrameCausalBlockMask(segment_ids=segment_ids, **fields)
+
+    def as_block_mask(self) -> BlockMask:
+        """The same mask as a plain ``BlockMask`` (what ``torch.compile`` is tested against)."""
+        return BlockMask(**_block_mask_fields(self))
+
+
+def _block_mask_fields(block_mask: BlockMask) -> dict:
+    """Constructor keyword arguments that rebuild ``block_mask`` (tensors are shared)."""
+    names = list(BlockMask._TENSOR_ATTRS) + list(BlockMask._CONTEXT_ATTRS)
+    return {name: getattr(block_mask, name) for name in names}
+
+
 def build_frame_causal_block_mask(
     segment_ids: torch.Tensor, block_size: int = 128, compile: Optional[bool] = None
-) -> BlockMask:
+) -> FrameCausalBlockMask:
     """Frame-causal :class:`BlockMask` from segment ids [B, L] (or [L] → B = 1), on their device.
 
     The mask is per batch element (``B`` = batch size) and shared by all heads (``H=None``), so
     one block mask serves any number of (tensor-parallel) heads. Empty tiles are absent from the
     block lists by construction, full tiles are listed separately (no mask evaluation inside).
-    ``L`` need not be a multiple of ``block_size``; the last tiles are then partial.
+    ``L`` need not be a multiple of ``block_size``; the last tiles are then partial. The result
+    is a :class:`FrameCausalBlockMask`, whose ``.to(device)`` also moves the segment ids.
 
     ``compile`` selects ``torch.compile(create_block_mask)``; the default compiles on CUDA (no
     L x L materialisation) and stays eager on CPU (compiling there costs more than it saves).
@@ -102,10 +155,11 @@ def build_frame_causal_block_mask(
     if compile is None:
         compile = segment_ids.device.type == "cuda"
     builder = _compiled_create_block_mask() if compile else create_block_mask
-    return builder(
+    block_mask = builder(
         frame_causal_mask_mod(segment_ids), batch, None, length, length,
         device=segment_ids.device, BLOCK_SIZE=block_size,
     )
+    return FrameCausalBlockMask.wrap(block_mask, segment_ids)
 
 
 def block_mask_stats(block_mask: BlockMask) -> Dict[str, float]:
@@ -157,6 +211,9 @@ def frame_causal_flex_attention(
             f"block mask was built for (q, kv) lengths {tuple(block_mask.seq_lengths)}, "
             f"got q length {q.shape[2]} and kv length {k.shape[2]}"
         )
+    if isinstance(block_mask, FrameCausalBlockMask):
+        # Hand the kernel the exact type torch compiles and tests against; no tensor is copied.
+        block_mask = block_mask.as_block_mask()
     kwargs = dict(block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
     if q.device.type == "cuda":
         return _compiled_flex()(q, k, v, **kwargs)

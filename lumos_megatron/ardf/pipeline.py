@@ -1,0 +1,45 @@
+"""The AR-DF training transforms of one micro-batch, in the official order (LUMOS_SPEC §4):
+frame dropping, duration/fps rewrite, CFG drop, padding, tube mask. The attention mask and
+MM-RoPE positions are then built on the masked input (``training.batch``)."""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+
+from lumos_megatron.ardf.sample_transforms import cfg_drop_eligible, keep_first_frames, rewrite_duration_fps
+from lumos_megatron.ardf.streams import PURPOSE_CFG_DROP, PURPOSE_TUBE_MASK, sample_stream, stream_uniform
+from lumos_megatron.ardf.tube_mask import TubeMaskResult, tube_mask_from_streams
+from lumos_megatron.config.schema import LumosConfig
+from lumos_megatron.data.collate import pad_samples
+from lumos_megatron.vocab import LumosVocab, unconditional
+
+Sample = Tuple[torch.Tensor, torch.Tensor]
+
+
+def prepare_sample(tokens: torch.Tensor, labels: torch.Tensor, cfg: LumosConfig, vocab: LumosVocab,
+                   iteration: int, sample_index: int) -> Sample:
+    """Frame dropping, prefix rewrite and CFG drop of one unpadded sample."""
+    a = cfg.ardf
+    tokens, labels = keep_first_frames(tokens, labels, a.max_latent_frames, vocab)
+    if a.rewrite_duration_fps and bool((tokens == vocab.video_start).any()):
+        frames = int((tokens == vocab.frame_start).sum())
+        duration, fps = (a.video_duration, a.video_fps) if frames > 1 else (1, 1)
+        tokens, labels = rewrite_duration_fps(tokens, labels, duration, fps, vocab)
+    if a.cfg_drop_prob > 0 and cfg_drop_eligible(tokens, vocab):
+        draw = stream_uniform(sample_stream(cfg.train.seed, iteration, sample_index, PURPOSE_CFG_DROP))
+        if draw < a.cfg_drop_prob:
+            tokens, labels = unconditional(tokens, labels, vocab)
+    return tokens, labels
+
+
+def ardf_batch(samples: Sequence[Sample], sample_indices: Sequence[int], iteration: int,
+               cfg: LumosConfig, vocab: LumosVocab) -> TubeMaskResult:
+    """Unpadded samples with their global indices → the masked, padded [B, seq_length] batch."""
+    if len(samples) != len(sample_indices):
+        raise ValueError(f"{len(samples)} samples but {len(sample_indices)} sample indices")
+    prepared = [prepare_sample(t, l, cfg, vocab, iteration, i) for (t, l), i in zip(samples, sample_indices)]
+    tokens, labels = pad_samples(prepared, cfg.data.seq_length, vocab, sample_indices)
+    streams = [sample_stream(cfg.train.seed, iteration, i, PURPOSE_TUBE_MASK) for i in sample_indices]
+    return tube_mask_from_streams(tokens, labels, vocab, streams, cfg.ardf.min_mask_ratio)
