@@ -44,17 +44,20 @@ def csrc_extensions():
     # Apple clang has no -fopenmp: there the pragmas are ignored and the kernels run serially.
     openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
     cxx = ["-O3", CXX_STD, *openmp, "-fno-trapping-math", "-g0"]
-    headers = dict(include_dirs=[os.path.join(root, "csrc")],
-                   depends=glob.glob(os.path.join(root, "csrc", "*.h")))
+    # rpath to torch's libraries so that `import lumos_megatron._C` works before `import torch`
+    # (torch is the one this build compiled against, hence --no-build-isolation).
+    link = [*openmp, *(f"-Wl,-rpath,{p}" for p in cpp_extension.library_paths())]
+    headers = {"include_dirs": [os.path.join(root, "csrc")],
+               "depends": glob.glob(os.path.join(root, "csrc", "*.h"))}
     if torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None and cu:
         return [cpp_extension.CUDAExtension(
             "lumos_megatron._C", cpp + cu,
             define_macros=[("WITH_CUDA", None)],
             extra_compile_args={"cxx": cxx, "nvcc": ["-O3", CXX_STD]},
-            extra_link_args=openmp, **headers)]
+            extra_link_args=link, **headers)]
     return [cpp_extension.CppExtension(
         "lumos_megatron._C", cpp,
-        extra_compile_args={"cxx": cxx}, extra_link_args=openmp, **headers)]
+        extra_compile_args={"cxx": cxx}, extra_link_args=link, **headers)]
 
 
 def build_cmdclass():

@@ -18,14 +18,16 @@ with an online (running max, rescaled sum) log-sum-exp; the references here use 
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
 
 from lumos_megatron.ops.extension import extension_for
 
-__all__ = ["ce_chunk_forward", "ce_chunk_forward_reference", "ce_chunk_backward_",
-           "ce_chunk_backward_reference_"]
+__all__ = [
+    "ce_chunk_backward_",
+    "ce_chunk_backward_reference_",
+    "ce_chunk_forward",
+    "ce_chunk_forward_reference",
+]
 
 
 def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -38,14 +40,14 @@ def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
         raise ValueError(f"ce_chunk: target on {target.device}, logits on {logits.device}")
 
 
-def _target_onehot_index(target: torch.Tensor, vocab: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _target_onehot_index(target: torch.Tensor, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(owned, clamped index): rows whose target lies in this shard, and a gather-safe index."""
     owned = (target >= 0) & (target < vocab)
     return owned, target.clamp(0, max(vocab - 1, 0))
 
 
 def ce_chunk_forward_reference(logits: torch.Tensor, target: torch.Tensor
-                               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pure-PyTorch ``ce_chunk_forward`` (see the module docstring)."""
     _check(logits, target)
     n, vocab = logits.shape
@@ -77,7 +79,7 @@ def ce_chunk_backward_reference_(logits: torch.Tensor, lse: torch.Tensor, target
 
 
 def ce_chunk_forward(logits: torch.Tensor, target: torch.Tensor
-                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(row_max, sum_exp, target_logit), float32 [n] each; csrc kernel when built, else reference."""
     ext = extension_for(logits)
     if ext is None:

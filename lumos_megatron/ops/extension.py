@@ -13,13 +13,12 @@ import importlib
 import os
 import warnings
 from types import ModuleType
-from typing import Optional
 
-import torch  # noqa: F401  (loads libtorch and its libgomp before _C needs their symbols)
+import torch  # loads libtorch (and its libgomp) before _C needs their symbols
 
 
-@functools.lru_cache(maxsize=None)
-def _import_extension() -> Optional[ModuleType]:
+@functools.cache
+def _import_extension() -> ModuleType | None:
     try:
         # import_module, not "from lumos_megatron import _C": only the former raises
         # ModuleNotFoundError (with .name) when the .so is simply absent.
@@ -37,7 +36,7 @@ def _import_extension() -> Optional[ModuleType]:
     return ext
 
 
-def load_extension() -> Optional[ModuleType]:
+def load_extension() -> ModuleType | None:
     """The ``lumos_megatron._C`` module, or None if it is not built or ``LUMOS_NO_EXT=1``."""
     if os.environ.get("LUMOS_NO_EXT") == "1":
         return None
@@ -49,7 +48,7 @@ def extension_available() -> bool:
     return load_extension() is not None
 
 
-def extension_for(tensor: torch.Tensor) -> Optional[ModuleType]:
+def extension_for(tensor: torch.Tensor) -> ModuleType | None:
     """The extension if it has a kernel for ``tensor``'s device (CPU always, CUDA if compiled in)."""
     ext = load_extension()
     if ext is None:

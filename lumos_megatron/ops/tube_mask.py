@@ -12,14 +12,12 @@ The pattern is a pure function of the sample's ``stream`` id (counter RNG, ops/c
 
 from __future__ import annotations
 
-from typing import List, Tuple
-
 import torch
 
 from lumos_megatron.ops.counter_rng import pattern_keys
 from lumos_megatron.ops.extension import extension_for
 
-__all__ = ["tube_pattern", "tube_mask_apply", "tube_mask_apply_reference"]
+__all__ = ["tube_mask_apply", "tube_mask_apply_reference", "tube_pattern"]
 
 
 def tube_pattern(stream: int, period: int, num_masked: int) -> torch.Tensor:
@@ -34,7 +32,7 @@ def tube_pattern(stream: int, period: int, num_masked: int) -> torch.Tensor:
 
 def _sample_values(tokens: torch.Tensor, labels: torch.Tensor, content: torch.Tensor,
                    period: torch.Tensor, num_masked: torch.Tensor, stream: torch.Tensor
-                   ) -> Tuple[List[int], List[int], List[int]]:
+                   ) -> tuple[list[int], list[int], list[int]]:
     """Check shapes/dtypes and per-sample values; return (period, num_masked, stream) as lists."""
     if tokens.dim() != 2 or labels.shape != tokens.shape or content.shape != tokens.shape:
         raise ValueError(f"tube_mask_apply: tokens {tuple(tokens.shape)}, labels "
@@ -63,7 +61,7 @@ def _sample_values(tokens: torch.Tensor, labels: torch.Tensor, content: torch.Te
 def tube_mask_apply_reference(tokens: torch.Tensor, labels: torch.Tensor, content: torch.Tensor,
                               period: torch.Tensor, num_masked: torch.Tensor, stream: torch.Tensor,
                               mask_id: int, ignore_index: int = -100
-                              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pure-PyTorch tube mask (see the module docstring); returns (tokens, labels, masked).
 
     tokens/labels int64 [B, L], content bool [B, L], period/num_masked/stream int64 [B]. Out of
@@ -88,7 +86,7 @@ def tube_mask_apply_reference(tokens: torch.Tensor, labels: torch.Tensor, conten
 def tube_mask_apply(tokens: torch.Tensor, labels: torch.Tensor, content: torch.Tensor,
                     period: torch.Tensor, num_masked: torch.Tensor, stream: torch.Tensor,
                     mask_id: int, ignore_index: int = -100
-                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tube mask with the csrc kernel for ``tokens``' device when built, else the reference.
 
     Same arguments, results and errors as ``tube_mask_apply_reference`` (bit-identical).

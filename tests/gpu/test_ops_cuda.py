@@ -53,7 +53,7 @@ def test_tube_mask_cuda_equals_reference(batch, length, max_period, params_on_cu
 
 
 def test_tube_mask_cuda_rejects_too_many():
-    tokens, labels, content, period, num_masked, stream = tube_batch(2, 64, 8, 0)
+    tokens, labels, content, _, _, stream = tube_batch(2, 64, 8, 0)
     with pytest.raises(ValueError, match="sample 1"):
         tube_mask_apply(tokens.cuda(), labels.cuda(), content.cuda(), torch.tensor([4, 4]),
                         torch.tensor([1, 5]), stream, MASK_ID)
