@@ -2,12 +2,15 @@
 
 Runs under torchrun, SLURM srun or as a single process. Bad configurations and impossible
 parallel layouts exit with status 2 and one line naming the problem, before any process group is
-created (so no rank hangs waiting for the others).
+created (so no rank hangs waiting for the others); so do unusable checkpoints (``--load``).
+SIGTERM/SIGUSR1 or ``--exit-duration-in-mins`` end the run after a save with status 0; a NaN/Inf
+loss ends it with status 3.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 from typing import List, Optional
 
@@ -16,8 +19,12 @@ _USAGE = """usage: python -m lumos_megatron.train --config RECIPE [section.field
 Megatron flags: --tensor-model-parallel-size N --pipeline-model-parallel-size N
   --virtual-pipeline-model-parallel-size N --context-parallel-size N --sequence-parallel
   --use-distributed-optimizer --micro-batch-size N --global-batch-size N --train-iters N
-  --lr X --seq-length N --seed N --tensorboard-dir DIR --log-interval N --bf16
+  --train-samples N --lr X --min-lr X --seq-length N --seed N --tensorboard-dir DIR
+  --log-interval N --bf16 --exit-duration-in-mins M
+Checkpoints: --save DIR --save-interval N --load DIR --ckpt-step N (checkpoint.keep_last=K)
 Dotted overrides: e.g. train.lr=1e-4 model.num_layers=4 parallel.sequence_parallel=true
+Exit status: 0 done (also after SIGTERM/SIGUSR1 or the exit duration: saved first), 2 bad input,
+  3 NaN/Inf loss.
 """
 
 
@@ -29,6 +36,7 @@ def _quiet_megatron_import_warnings() -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse, validate, train. Returns the process exit status."""
+    start_time = time.time()  # the --exit-duration-in-mins clock starts with the process
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(_USAGE)
@@ -52,15 +60,22 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"lumos_megatron.train: error: {err}", file=sys.stderr)
         return 2
     _quiet_megatron_import_warnings()
+    from lumos_megatron.checkpoint import CheckpointError
     from lumos_megatron.platform.distributed import shutdown_distributed
     from lumos_megatron.training.loop import train
+    from lumos_megatron.training.signals import TrainingDiverged
 
     try:
-        train(cfg)
-    except ConfigError as err:
+        train(cfg, start_time=start_time)
+    except (ConfigError, CheckpointError) as err:
+        # Every rank raises the same error (checkpoint checks are agreed collectively).
         if rank == 0:
             print(f"lumos_megatron.train: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        if rank == 0:
+            print(f"lumos_megatron.train: error: {err}", file=sys.stderr)
+        return 3
     finally:
         shutdown_distributed()
     return 0

@@ -47,9 +47,9 @@ def lumos_batch(text_lens=(20, 40), frames=3, grid=(8, 8), seed=0):
     return batch
 
 
-def run_train(args: Sequence[str], nproc: int = 1, timeout: int = 600,
-              extra_env: Dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``lumos_megatron.train`` (under torchrun when nproc > 1) in a fresh process."""
+def train_command(args: Sequence[str], nproc: int = 1,
+                  extra_env: Dict[str, str] | None = None) -> Tuple[List[str], Dict[str, str]]:
+    """(argv, environment) of a ``lumos_megatron.train`` run (under torchrun when nproc > 1)."""
     env = dict(os.environ)
     env.update({"LUMOS_STRICT_CPU": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
     env.update(extra_env or {})
@@ -58,6 +58,13 @@ def run_train(args: Sequence[str], nproc: int = 1, timeout: int = 600,
                "--master-port", str(_free_port()), "-m", "lumos_megatron.train", *args]
     else:
         cmd = [sys.executable, "-m", "lumos_megatron.train", *args]
+    return cmd, env
+
+
+def run_train(args: Sequence[str], nproc: int = 1, timeout: int = 600,
+              extra_env: Dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``lumos_megatron.train`` (under torchrun when nproc > 1) in a fresh process."""
+    cmd, env = train_command(args, nproc, extra_env)
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -17,10 +17,15 @@ from lumos_megatron.config.schema import (
     ParallelConfig,
     TrainConfig,
 )
-from lumos_megatron.config.validate import check_runtime_support, head_dim, validate_config
+from lumos_megatron.config.validate import (
+    check_runtime_support,
+    head_dim,
+    resolved_train_iters,
+    validate_config,
+)
 
 __all__ = [
     "ARDFConfig", "CheckpointConfig", "ConfigError", "DataConfig", "LoggingConfig", "LumosConfig",
     "ModelConfig", "ParallelConfig", "TrainConfig", "check_runtime_support", "dump_config",
-    "head_dim", "load_recipe", "parse_cli", "set_value", "validate_config",
+    "head_dim", "load_recipe", "parse_cli", "resolved_train_iters", "set_value", "validate_config",
 ]

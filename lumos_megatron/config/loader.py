@@ -36,6 +36,8 @@ FLAG_ALIASES: Dict[str, str] = {
     "--micro-batch-size": "train.micro_batch_size",
     "--global-batch-size": "train.global_batch_size",
     "--train-iters": "train.train_iters",
+    "--train-samples": "train.train_samples",
+    "--exit-duration-in-mins": "train.exit_duration_in_mins",
     "--lr": "train.lr",
     "--min-lr": "train.min_lr",
     "--seed": "train.seed",
@@ -45,6 +47,7 @@ FLAG_ALIASES: Dict[str, str] = {
     "--save": "checkpoint.save",
     "--load": "checkpoint.load",
     "--save-interval": "checkpoint.save_interval",
+    "--ckpt-step": "checkpoint.load_step",
 }
 
 # Megatron boolean flags (no value) → dotted path set to true.

@@ -90,7 +90,14 @@ class TrainConfig:
     """Samples per optimizer step over all data-parallel ranks; a multiple of micro_batch_size x DP
     (Megatron --global-batch-size). The quotient is the number of gradient-accumulation micro-batches."""
     train_iters: int = 10
-    """Optimizer steps to run."""
+    """Optimizer steps to run (the total, counting those of a resumed checkpoint)."""
+    train_samples: Optional[int] = None
+    """Alternative to train_iters (Megatron --train-samples): train on this many samples in total,
+    i.e. ceil(train_samples / global_batch_size) steps; overrides train_iters when set."""
+    exit_duration_in_mins: Optional[float] = None
+    """Save (when checkpoint.save is set) and exit with status 0 once this many minutes of wall
+    time have passed (Megatron --exit-duration-in-mins); lets a job end cleanly before a
+    scheduler time limit. None: no limit."""
     lr: float = 1e-4
     """Peak learning rate."""
     min_lr: float = 1e-4
@@ -167,7 +174,14 @@ class CheckpointConfig:
     load: Optional[str] = None
     """Directory to resume from (Megatron --load)."""
     save_interval: int = 0
-    """Save every N iterations; 0 saves only at the end when save is set."""
+    """Save every N iterations; 0 saves only at the end when save is set. A save also happens
+    on SIGTERM/SIGUSR1 and when train.exit_duration_in_mins runs out."""
+    keep_last: int = 2
+    """Keep only the newest N checkpoints under save (older ones are deleted after each save);
+    0 keeps all. The default 2 keeps one good checkpoint in reserve should the newest be damaged."""
+    load_step: Optional[int] = None
+    """Resume from iter_<load_step> under load instead of the one latest_checkpointed_iteration.txt
+    names (Megatron --ckpt-step)."""
 
 
 @dataclass
@@ -178,6 +192,9 @@ class LoggingConfig:
     """Print a log line every N iterations."""
     tensorboard_dir: Optional[str] = None
     """Write TensorBoard scalars here (Megatron --tensorboard-dir); None disables."""
+    peak_tflops: float = 0.0
+    """Per-device peak TFLOP/s that MFU divides by; 0 = known GPU's dense bf16 peak, or a
+    measured fp32 GEMM rate on CPU."""
 
 
 @dataclass

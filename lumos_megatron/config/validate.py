@@ -102,6 +102,10 @@ def _train_data_problems(cfg: LumosConfig) -> List[str]:
                    f"train.micro_batch_size={t.micro_batch_size}")
     if t.train_iters < 0:
         out.append(f"train.train_iters must be >= 0 (got {t.train_iters})")
+    if t.train_samples is not None and t.train_samples < 1:
+        out.append(f"train.train_samples must be >= 1 (got {t.train_samples})")
+    if t.exit_duration_in_mins is not None and t.exit_duration_in_mins <= 0:
+        out.append(f"train.exit_duration_in_mins must be > 0 (got {t.exit_duration_in_mins})")
     if t.precision not in PRECISIONS:
         out.append(f"train.precision={t.precision!r}; choose one of {PRECISIONS}")
     if t.lr < 0 or t.min_lr < 0 or t.min_lr > t.lr:
@@ -124,8 +128,13 @@ def _train_data_problems(cfg: LumosConfig) -> List[str]:
             out.append("data.mock_frames must be >= 1 and data.mock_text_tokens >= 0")
     elif not d.data_path:
         out.append("data.data_path is empty and data.mock is false: nothing to train on")
-    if cfg.checkpoint.save_interval < 0:
+    c = cfg.checkpoint
+    if c.save_interval < 0:
         out.append("checkpoint.save_interval must be >= 0")
+    if c.keep_last < 0:
+        out.append(f"checkpoint.keep_last must be >= 0 (got {c.keep_last})")
+    if c.load_step is not None and (c.load_step < 0 or not c.load):
+        out.append("checkpoint.load_step needs checkpoint.load and must be >= 0")
     if cfg.logging.log_interval < 1:
         out.append("logging.log_interval must be >= 1")
     return out
@@ -145,6 +154,15 @@ def _ardf_problems(cfg: LumosConfig) -> List[str]:
         if not 1 <= getattr(a, name) <= 198:  # a size token 8804+n, n < 199
             out.append(f"ardf.{name}={getattr(a, name)} must lie in [1, 198] (size tokens)")
     return out
+
+
+def resolved_train_iters(cfg: LumosConfig) -> int:
+    """Optimizer steps of the run: ceil(train_samples / global batch) when train_samples is set,
+    else train_iters."""
+    t = cfg.train
+    if t.train_samples is not None:
+        return -(-t.train_samples // t.global_batch_size)
+    return t.train_iters
 
 
 def runtime_problems(cfg: LumosConfig, training: bool = True) -> List[str]:

@@ -19,6 +19,7 @@ from lumos_megatron.models.attention.flex import build_frame_causal_block_mask
 from lumos_megatron.models.attention.te_bias import frame_causal_attention_bias
 from lumos_megatron.models.frame_mask import frame_causal_mask, frame_segment_ids
 from lumos_megatron.models.mm_rope import effective_positions, mm_rope_positions
+from lumos_megatron.scaling.flops import attention_pairs
 from lumos_megatron.training.context_parallel import slice_batch_for_cp
 from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
 
@@ -32,11 +33,16 @@ class SampleSchedule:
     global_batch_size: int
     micro_batch_size: int
     dp_size: int
+    base_iteration: int = 0
+    """First iteration of this run (a resumed checkpoint's iteration)."""
+    base_samples: int = 0
+    """Samples consumed before ``base_iteration`` (from the checkpoint; a resumed run may use
+    another global batch size and still continue where the data left off)."""
 
     def indices(self, iteration: int, micro: int, dp_rank: int) -> List[int]:
-        """Global sample indices of one micro-batch (iteration is 0-based)."""
-        start = (iteration * self.global_batch_size + micro * self.micro_batch_size * self.dp_size
-                 + dp_rank * self.micro_batch_size)
+        """Global sample indices of one micro-batch (iteration is 0-based, >= base_iteration)."""
+        start = (self.base_samples + (iteration - self.base_iteration) * self.global_batch_size
+                 + micro * self.micro_batch_size * self.dp_size + dp_rank * self.micro_batch_size)
         return list(range(start, start + self.micro_batch_size))
 
 
@@ -96,17 +102,21 @@ def training_batch(samples: Sequence[Tuple[torch.Tensor, torch.Tensor]], sample_
     positions and mask built on the masked input, unshifted labels, ``loss_mask`` = visual labels,
     plus ``frame_index`` (latent frame of each loss position, -1 elsewhere) and ``mask_stats``
     ``[masked, maskable]`` for reporting. Otherwise: padded samples with next-token targets.
+    Both carry ``attention_pairs`` (allowed pairs of the mask, for the FLOPs model).
     """
     if not cfg.ardf.enabled:
         tokens, labels = pad_samples(samples, cfg.data.seq_length, vocab, sample_indices)
-        return build_model_inputs(tokens, next_token_targets(labels), cfg, vocab)
+        batch = build_model_inputs(tokens, next_token_targets(labels), cfg, vocab)
+        batch["attention_pairs"] = torch.tensor(attention_pairs(frame_segment_ids(tokens, vocab)))
+        return batch
     masked = ardf_batch(samples, sample_indices, iteration, cfg, vocab)
     batch = build_model_inputs(masked.tokens, masked.labels, cfg, vocab)
     carries_loss = masked.labels >= vocab.visual_offset
     batch["loss_mask"] = carries_loss.float()
-    frame = frame_segment_ids(masked.tokens, vocab) - 1
-    batch["frame_index"] = torch.where(carries_loss, frame, torch.full_like(frame, -1))
+    segments = frame_segment_ids(masked.tokens, vocab)
+    batch["frame_index"] = torch.where(carries_loss, segments - 1, torch.full_like(segments, -1))
     batch["mask_stats"] = torch.tensor([float(masked.masked.sum()), float(masked.content.sum())])
+    batch["attention_pairs"] = torch.tensor(attention_pairs(segments))
     return batch
 
 

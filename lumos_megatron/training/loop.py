@@ -1,23 +1,24 @@
 """The training loop on megatron-core (never ``megatron.training``).
 
 ``train(cfg)`` runs one job in this process: distributed init, parallel groups, model chunks,
-DDP, optimizer, megatron's forward/backward schedule, reporting. W1.4 adds checkpoints, eval,
-signals and the full logging/MFU; the structure here is what they plug into.
+DDP, optimizer, resume from a checkpoint, megatron's forward/backward schedule, reporting,
+periodic/final/on-signal checkpoints and the early-stop decisions (``training.signals``).
 """
 
 from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from lumos_megatron.config.loader import ConfigError
-from lumos_megatron.config.validate import check_runtime_support
+from lumos_megatron.checkpoint.state import TrainProgress
+from lumos_megatron.config.loader import ConfigError, dump_config
+from lumos_megatron.config.validate import check_runtime_support, resolved_train_iters
 from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.data.mock import MockVideoDataset
 from lumos_megatron.models.layer_spec import build_transformer_config
@@ -33,6 +34,7 @@ from lumos_megatron.platform.parallel import (
 from lumos_megatron.training.batch import SampleSchedule, micro_batch_iterator
 from lumos_megatron.training.optim import attach_schedule_hooks, build_optimizer, build_scheduler, wrap_ddp
 from lumos_megatron.training.reporting import IterationStats, Reporter
+from lumos_megatron.training.signals import StopMonitor, TrainingDiverged
 from lumos_megatron.training.step import forward_step
 from lumos_megatron.vocab import LumosVocab
 
@@ -76,9 +78,50 @@ def _extra_scalars(totals: Dict[str, torch.Tensor]) -> Dict[str, float]:
     return extra
 
 
-def train(cfg: LumosConfig) -> List[IterationStats]:
-    """Run ``cfg.train.train_iters`` optimizer steps; returns the stats recorded on the last rank."""
+def _checkpoint_hooks(cfg: LumosConfig, layout, chunks, optimizer, scheduler):
+    """``save(progress)`` for this run (None without ``checkpoint.save``)."""
+    if not cfg.checkpoint.save:
+        return None
+    from lumos_megatron.checkpoint.save import save_checkpoint
+
+    run_config = dump_config(cfg)
+
+    def save(progress: TrainProgress) -> None:
+        save_checkpoint(cfg.checkpoint.save, progress, chunks, optimizer, scheduler, layout,
+                        run_config, cfg.train.global_batch_size,
+                        cfg.parallel.use_distributed_optimizer, cfg.checkpoint.keep_last)
+
+    return save
+
+
+def _resume(cfg: LumosConfig, layout, chunks, optimizer, scheduler) -> TrainProgress:
+    """Progress to start from: the loaded checkpoint's, or iteration 0."""
+    if cfg.checkpoint.load:
+        from lumos_megatron.checkpoint.load import load_checkpoint
+
+        loaded = load_checkpoint(cfg.checkpoint.load, cfg.checkpoint.load_step, chunks, optimizer,
+                                 scheduler, layout, cfg.parallel.use_distributed_optimizer)
+        if loaded is not None:
+            return loaded
+    return TrainProgress(iteration=0, consumed_samples=0)
+
+
+def train(cfg: LumosConfig, start_time: Optional[float] = None) -> List[IterationStats]:
+    """Train to ``resolved_train_iters(cfg)`` optimizer steps (resuming from ``checkpoint.load``),
+    saving per ``cfg.checkpoint``; returns the stats recorded on the last rank.
+
+    Stops early, after saving, on SIGTERM/SIGUSR1 or when ``train.exit_duration_in_mins``
+    (measured from ``start_time``) runs out; raises ``TrainingDiverged`` on a NaN/Inf loss.
+    """
     _check_supported(cfg)
+    monitor = StopMonitor(cfg.train.exit_duration_in_mins, start_time).install()
+    try:
+        return _train(cfg, monitor)
+    finally:
+        monitor.uninstall()
+
+
+def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
     env = init_distributed()
     layout = resolve_layout(cfg, env.world_size)
     initialize_parallel_state(cfg, layout)
@@ -91,19 +134,24 @@ def train(cfg: LumosConfig) -> List[IterationStats]:
     optimizer = build_optimizer(cfg, chunks)
     scheduler = build_scheduler(cfg, optimizer)
     attach_schedule_hooks(config, chunks, optimizer)
+    progress = _resume(cfg, layout, chunks, optimizer, scheduler)
+    save = _checkpoint_hooks(cfg, layout, chunks, optimizer, scheduler)
 
+    train_iters = resolved_train_iters(cfg)
+    gbs = cfg.train.global_batch_size
     micro = num_microbatches(cfg, layout)
-    schedule = SampleSchedule(cfg.train.global_batch_size, cfg.train.micro_batch_size, layout.dp)
+    schedule = SampleSchedule(gbs, cfg.train.micro_batch_size, layout.dp,
+                              base_iteration=progress.iteration, base_samples=progress.consumed_samples)
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     dp_rank = parallel_state.get_data_parallel_rank()
     cp_rank = parallel_state.get_context_parallel_rank()
-    iterators = [micro_batch_iterator(dataset, cfg, vocab, schedule, dp_rank, 0, micro, device, cp_rank)
+    iterators = [micro_batch_iterator(dataset, cfg, vocab, schedule, dp_rank, progress.iteration, micro,
+                                      device, cp_rank)
                  for _ in chunks]
     forward_backward = get_forward_backward_func()
     step_func = partial(forward_step, report_frames=cfg.ardf.report_frames if cfg.ardf.enabled else 0)
     last_stage = parallel_state.is_pipeline_last_stage(ignore_virtual=True)
-    reporter = Reporter(active=is_last_rank(), train_iters=cfg.train.train_iters,
-                        global_batch_size=cfg.train.global_batch_size,
+    reporter = Reporter(active=is_last_rank(), train_iters=train_iters, global_batch_size=gbs,
                         log_interval=cfg.logging.log_interval,
                         tensorboard_dir=cfg.logging.tensorboard_dir)
     if reporter.active:
@@ -113,7 +161,9 @@ def train(cfg: LumosConfig) -> List[IterationStats]:
 
     for chunk in chunks:
         chunk.train()
-    for iteration in range(cfg.train.train_iters):
+    start_iteration = progress.iteration
+    saved_at = progress.iteration if cfg.checkpoint.load else None
+    for iteration in range(start_iteration, train_iters):
         start = time.perf_counter()
         for chunk in chunks:
             chunk.zero_grad_buffer()
@@ -128,7 +178,8 @@ def train(cfg: LumosConfig) -> List[IterationStats]:
             forward_only=False,
         )
         update_ok, grad_norm, _ = optimizer.step()
-        scheduler.step(increment=cfg.train.global_batch_size)
+        scheduler.step(increment=gbs)
+        progress = TrainProgress(iteration + 1, progress.consumed_samples + gbs)
         extra: Dict[str, float] = {}
         if last_stage:
             totals = _reduce_reports(reports)
@@ -136,17 +187,45 @@ def train(cfg: LumosConfig) -> List[IterationStats]:
             extra = _extra_scalars(totals)
         else:
             loss_sum, tokens = float("nan"), 0.0
-        elapsed_ms = (time.perf_counter() - start) * 1000.0
+        lm_loss = loss_sum / max(tokens, 1.0)
+        grad_norm = None if grad_norm is None else float(grad_norm)
         reporter.log(IterationStats(
-            iteration=iteration + 1,
-            consumed_samples=(iteration + 1) * cfg.train.global_batch_size,
-            elapsed_ms=elapsed_ms,
+            iteration=progress.iteration,
+            consumed_samples=progress.consumed_samples,
+            elapsed_ms=(time.perf_counter() - start) * 1000.0,
             lr=scheduler.get_lr(optimizer.param_groups[0]),
-            lm_loss=loss_sum / max(tokens, 1.0),
+            lm_loss=lm_loss,
             loss_tokens=int(tokens),
-            grad_norm=None if grad_norm is None else float(grad_norm),
+            grad_norm=grad_norm,
             skipped=not update_ok,
             extra=extra,
         ))
+        decision = monitor.decide(lm_loss if last_stage else None, grad_norm)
+        if decision.nonfinite:
+            reporter.close()
+            raise TrainingDiverged(
+                f"lm loss or grad norm is NaN/Inf at iteration {progress.iteration}; stopping without "
+                "saving (lower train.lr, raise warmup, or resume from the last checkpoint)")
+        interval = cfg.checkpoint.save_interval
+        if save and interval and progress.iteration % interval == 0:
+            save(progress)
+            saved_at = progress.iteration
+        if decision.stop:
+            _announce_stop(decision, monitor, progress, cfg, save is not None)
+            break
+    # As Megatron: no final save of an untrained model, nor of a checkpoint just saved or loaded.
+    if save and progress.iteration not in (0, saved_at):
+        save(progress)
     reporter.close()
     return reporter.history
+
+
+def _announce_stop(decision, monitor: StopMonitor, progress: TrainProgress, cfg: LumosConfig,
+                   saving: bool) -> None:
+    if dist.get_rank() != 0:
+        return
+    why = (f"received {monitor.signal_name()}" if decision.signal_received else
+           f"exit duration of {cfg.train.exit_duration_in_mins} min reached "
+           f"({monitor.elapsed_minutes():.2f} min elapsed)")
+    action = "saving a checkpoint and exiting" if saving else "exiting (no checkpoint.save set: nothing saved)"
+    print(f"lumos_megatron: {why} at iteration {progress.iteration}: {action}", flush=True)

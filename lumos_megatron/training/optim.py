@@ -11,6 +11,7 @@ from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
 from lumos_megatron.config.schema import LumosConfig
+from lumos_megatron.config.validate import resolved_train_iters
 
 
 def wrap_ddp(cfg: LumosConfig, config, chunks: List[torch.nn.Module]) -> List[DistributedDataParallel]:
@@ -54,7 +55,8 @@ def build_scheduler(cfg: LumosConfig, optimizer) -> OptimizerParamScheduler:
     """Linear warmup from 0, then cosine from lr to min_lr (constant when they are equal)."""
     t = cfg.train
     gbs = t.global_batch_size
-    decay_steps = max(t.train_iters, 1) * gbs
+    # Megatron counts scheduler steps in samples (it is stepped by the global batch size).
+    decay_steps = t.train_samples or max(resolved_train_iters(cfg), 1) * gbs
     return OptimizerParamScheduler(
         optimizer,
         init_lr=0.0,
@@ -67,6 +69,11 @@ def build_scheduler(cfg: LumosConfig, optimizer) -> OptimizerParamScheduler:
         end_wd=t.weight_decay,
         wd_incr_steps=decay_steps,
         wd_incr_style="constant",
+        # On resume, the schedule's shape comes from this run's configuration (the resolved
+        # config is the source of truth) and only its position (num_steps) from the checkpoint;
+        # without this megatron asserts that e.g. a longer train_iters equals the saved value.
+        override_opt_param_scheduler=True,
+        use_checkpoint_opt_param_scheduler=False,
     )
 
 

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+import torch
+
 
 @dataclass
 class IterationStats:
@@ -22,23 +24,69 @@ class IterationStats:
     skipped: bool = False
     extra: Dict[str, float] = field(default_factory=dict)
     """Further TensorBoard scalars by name (``loss/frame_k``, ``ardf/mask-ratio``)."""
+    tokens: int = 0
+    """Tokens processed by the whole step (global batch x sequence length)."""
+    model_flops: float = 0.0
+    """Model FLOPs of the whole step (``scaling.step_flops``), 0 when not counted."""
+    memory_gb: float = 0.0
+    """Peak device memory (GPU) or resident set (CPU) of the reporting process, GiB."""
 
 
-def format_log_line(stats: IterationStats, train_iters: int, global_batch_size: int) -> str:
-    """Megatron's pipe-separated iteration line."""
+@dataclass(frozen=True)
+class Throughput:
+    """Per-device rates of one iteration."""
+
+    tokens_per_s: float
+    tflops: float
+    mfu: Optional[float]
+
+
+def throughput(stats: IterationStats, world_size: int, peak_tflops: Optional[float]) -> Throughput:
+    """Tokens/s and model TFLOP/s per device, and MFU against ``peak_tflops`` (None: unknown)."""
+    seconds = max(stats.elapsed_ms, 1e-6) / 1000.0
+    tflops = stats.model_flops / seconds / world_size / 1e12
+    return Throughput(stats.tokens / seconds / world_size, tflops,
+                      tflops / peak_tflops if peak_tflops else None)
+
+
+def peak_memory_gb() -> float:
+    """Peak allocated CUDA memory of this process, or its resident set size on CPU (GiB)."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**30
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**30
+
+
+def format_eta(seconds: float) -> str:
+    """``H:MM:SS`` (days folded into hours)."""
+    seconds = max(int(seconds), 0)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def format_log_line(stats: IterationStats, train_iters: int, global_batch_size: int,
+                    rates: Optional[Throughput] = None, eta_s: Optional[float] = None) -> str:
+    """Megatron's pipe-separated iteration line (plus tokens/s/GPU, MFU and ETA when known)."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     grad = f"{stats.grad_norm:.3f}" if stats.grad_norm is not None else "n/a"
+    perf = ""
+    if rates is not None and stats.model_flops > 0:
+        perf = (f" throughput per GPU (TFLOP/s/GPU): {rates.tflops:.3f} |"
+                f" tokens/s/GPU: {rates.tokens_per_s:.1f} |"
+                + (f" MFU: {rates.mfu:.2%} |" if rates.mfu is not None else ""))
+    eta = f" ETA: {format_eta(eta_s)} |" if eta_s is not None else ""
     return (
         f" [{stamp}] iteration {stats.iteration:8d}/{train_iters:8d} |"
         f" consumed samples: {stats.consumed_samples:12d} |"
         f" elapsed time per iteration (ms): {stats.elapsed_ms:.1f} |"
-        f" learning rate: {stats.lr:.6E} |"
+        + perf + f" learning rate: {stats.lr:.6E} |"
         f" global batch size: {global_batch_size:5d} |"
         f" lm loss: {stats.lm_loss:.6E} |"
         f" loss tokens: {stats.loss_tokens:8d} |"
         f" grad norm: {grad} |"
         + (f" mask ratio: {stats.extra['ardf/mask-ratio']:.3f} |" if "ardf/mask-ratio" in stats.extra else "")
         + f" number of skipped iterations: {int(stats.skipped):3d} |"
+        + eta
     )
 
 
@@ -51,6 +99,8 @@ class Reporter:
     global_batch_size: int
     log_interval: int = 1
     tensorboard_dir: Optional[str] = None
+    world_size: int = 1
+    peak_tflops: Optional[float] = None
     history: List[IterationStats] = field(default_factory=list)
 
     def __post_init__(self):
@@ -65,10 +115,22 @@ class Reporter:
         if not self.active:
             return
         self.history.append(stats)
+        rates = throughput(stats, self.world_size, self.peak_tflops)
+        # ETA from the recent mean, skipping the first (warm-up) iteration when there are more.
+        recent = self.history[1:][-20:] or self.history
+        eta_s = (self.train_iters - stats.iteration) * sum(s.elapsed_ms for s in recent) / len(recent) / 1e3
         if stats.iteration % self.log_interval == 0 or stats.iteration == self.train_iters:
-            print(format_log_line(stats, self.train_iters, self.global_batch_size), flush=True)
+            print(format_log_line(stats, self.train_iters, self.global_batch_size, rates, eta_s), flush=True)
         if self._writer is not None:
-            scalars: Dict[str, float] = {"lm loss": stats.lm_loss, "learning-rate": stats.lr}
+            scalars: Dict[str, float] = {"lm loss": stats.lm_loss, "learning-rate": stats.lr,
+                                         "iteration-time": stats.elapsed_ms / 1e3}
+            if stats.model_flops > 0:
+                scalars["throughput"] = rates.tflops
+                scalars["tokens-per-sec-per-gpu"] = rates.tokens_per_s
+                if rates.mfu is not None:
+                    scalars["mfu"] = rates.mfu
+            if stats.memory_gb > 0:
+                scalars["memory/peak-gb"] = stats.memory_gb
             if stats.grad_norm is not None:
                 scalars["grad-norm"] = stats.grad_norm
             scalars.update(stats.extra)

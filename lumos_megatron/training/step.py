@@ -10,7 +10,8 @@ import torch
 
 def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor,
               frame_index: Optional[torch.Tensor] = None, mask_stats: Optional[torch.Tensor] = None,
-              report_frames: int = 0) -> Tuple[torch.Tensor, torch.Tensor, Dict]:
+              report_frames: int = 0,
+              attention_pairs: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, Dict]:
     """Per-token loss [b, s] → (sum over loss tokens, number of loss tokens, reports).
 
     Returning the token count makes megatron (``calculate_per_token_loss``) divide the gradient by
@@ -37,6 +38,8 @@ def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor,
         reports["frame loss"] = per_frame
     if mask_stats is not None:
         reports["mask ratio"] = mask_stats.float()
+    if attention_pairs is not None:
+        reports["attention pairs"] = attention_pairs.float().reshape(1)
     return loss_sum, num_tokens, reports
 
 
@@ -50,4 +53,5 @@ def forward_step(data_iterator, model, report_frames: int = 0):
         labels=batch["labels"],
     )
     return output, partial(loss_func, batch["loss_mask"], frame_index=batch.get("frame_index"),
-                           mask_stats=batch.get("mask_stats"), report_frames=report_frames)
+                           mask_stats=batch.get("mask_stats"), report_frames=report_frames,
+                           attention_pairs=batch.get("attention_pairs"))

@@ -1,0 +1,76 @@
+"""Checks run on a checkpoint before loading it, so that a bad one fails with one clear line.
+
+Every rank runs the same checks on the same files, so every rank reaches the same verdict and
+none is left waiting in a collective while another raises. Both checks read metadata only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, List
+
+from lumos_megatron.checkpoint.layout import CheckpointError
+
+_DCP_METADATA = ".metadata"
+
+
+def _read_dcp_metadata(path: Path):
+    from torch.distributed.checkpoint import FileSystemReader
+
+    if not (path / _DCP_METADATA).is_file():
+        raise CheckpointError(f"{path} is not a complete torch_dist checkpoint: {path / _DCP_METADATA} "
+                              "is missing (the save was interrupted?); load an earlier step with --ckpt-step")
+    try:
+        return FileSystemReader(str(path)).read_metadata()
+    except Exception as err:  # unpickling errors of a damaged metadata file
+        raise CheckpointError(f"{path / _DCP_METADATA} is corrupt ({type(err).__name__}: {err}); "
+                              "load an earlier step with --ckpt-step") from None
+
+
+def expected_shard_sizes(path: str | Path) -> Dict[str, int]:
+    """Minimum size in bytes of every shard file, from the torch_dist (DCP) metadata."""
+    metadata = _read_dcp_metadata(Path(path))
+    sizes: Dict[str, int] = {}
+    for info in metadata.storage_data.values():
+        end = int(info.offset) + int(info.length)
+        sizes[info.relative_path] = max(sizes.get(info.relative_path, 0), end)
+    return sizes
+
+
+def verify_shard_files(path: str | Path) -> None:
+    """Raise ``CheckpointError`` naming the first shard file that is missing or shorter than its
+    metadata says (a truncated copy, a full disk during save, a partial rsync)."""
+    path = Path(path)
+    for name, needed in sorted(expected_shard_sizes(path).items()):
+        file = path / name
+        try:
+            size = os.path.getsize(file)
+        except OSError:
+            raise CheckpointError(f"checkpoint shard {file} is missing; the checkpoint is incomplete, "
+                                  "load an earlier step with --ckpt-step") from None
+        if size < needed:
+            raise CheckpointError(f"checkpoint shard {file} is truncated ({size} of at least {needed} "
+                                  "bytes); the checkpoint is corrupt, load an earlier step with --ckpt-step")
+
+
+def model_shape_problems(path: str | Path, model_sharded: Dict) -> List[str]:
+    """Parameters of this rank's model whose global shape differs from the checkpoint's, or that
+    the checkpoint lacks (one message each, naming the parameter)."""
+    from megatron.core.dist_checkpointing import load_tensors_metadata
+    from megatron.core.dist_checkpointing.dict_utils import nested_values
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor, apply_factories
+
+    saved = load_tensors_metadata(str(path))
+    apply_factories(model_sharded)  # SwiGLU fc1 etc. become their stored ShardedTensors
+    problems, seen = [], set()
+    for tensor in nested_values(model_sharded):
+        if not isinstance(tensor, ShardedTensor) or tensor.key in seen:
+            continue
+        seen.add(tensor.key)
+        if tensor.key not in saved:
+            problems.append(f"parameter {tensor.key} is not in the checkpoint")
+        elif tuple(saved[tensor.key].global_shape) != tuple(tensor.global_shape):
+            problems.append(f"parameter {tensor.key} has shape {tuple(saved[tensor.key].global_shape)} "
+                            f"in the checkpoint but {tuple(tensor.global_shape)} in this model")
+    return problems

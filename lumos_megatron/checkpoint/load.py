@@ -1,0 +1,135 @@
+"""Resume from a checkpoint at any TP/PP/DP layout (dist_checkpointing reshards the tensors)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.api import CheckpointException
+
+from lumos_megatron.checkpoint.dist_optimizer_fixes import apply_load_fix, prime_empty_state, unshare_steps
+from lumos_megatron.checkpoint.integrity import model_shape_problems, verify_shard_files
+from lumos_megatron.checkpoint.layout import CheckpointError, resolve_load
+from lumos_megatron.checkpoint.sharded import (
+    build_state_dict,
+    model_keys,
+    model_sharded_state_dict,
+    sharding_metadata,
+    unwrap,
+)
+from lumos_megatron.checkpoint.state import (
+    CHECKPOINT_VERSION,
+    TrainProgress,
+    capture_rng_state,
+    layout_signature,
+    progress_from_common,
+    restore_rng_state,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _one_line(err: BaseException) -> str:
+    """``Type: first line`` of an error; for torch DCP's per-rank ``CheckpointException``, of the
+    first rank's underlying error (its own text is a multi-line traceback dump)."""
+    failures = getattr(err, "failures", None)
+    if isinstance(err, CheckpointException) and failures:
+        rank, failure = next(iter(failures.items()))
+        inner = failure[0] if isinstance(failure, tuple) else failure  # (exception, stack summary)
+        return f"{_one_line(inner)} (rank {rank})"
+    text = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {text[:300]}"
+
+
+def _raise_if_any(problems: List[str], path: Path) -> None:
+    """All ranks raise the same error if any rank found a problem (a pipeline stage only sees its
+    own parameters; a rank raising alone would leave the others hanging in the load)."""
+    gathered: List[Optional[List[str]]] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, problems)
+    found = [p for rank_problems in gathered for p in (rank_problems or [])]
+    found = list(dict.fromkeys(found))  # de-duplicated, first occurrence order
+    if found:
+        more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+        raise CheckpointError(f"checkpoint {path} does not match the model configuration: "
+                              + "; ".join(found[:3]) + more)
+
+
+def _check_common(common: dict, path: Path, distributed_optimizer: bool) -> None:
+    version = common.get("checkpoint_version")
+    if version != CHECKPOINT_VERSION or "train_state" not in common:
+        raise CheckpointError(f"{path} is not a lumos_megatron checkpoint of version {CHECKPOINT_VERSION} "
+                              f"(found version {version!r})")
+    saved = bool(common.get("distributed_optimizer"))
+    if saved != distributed_optimizer:
+        raise CheckpointError(
+            f"checkpoint {path} was saved {'with' if saved else 'without'} the distributed optimizer, "
+            f"whose optimizer states are not interchangeable; set parallel.use_distributed_optimizer="
+            f"{str(saved).lower()}")
+
+
+def load_checkpoint(root: str, step: Optional[int], chunks, optimizer, scheduler, layout,
+                    distributed_optimizer: bool) -> Optional[TrainProgress]:
+    """Load model, optimizer, LR schedule, progress and (same layout only) RNG states.
+
+    Collective. Returns None (training starts from scratch) when ``root`` holds no checkpoint;
+    raises ``CheckpointError`` (one line naming the path, the file or the parameter) for a
+    ``latest`` file naming a missing directory, a truncated or missing shard file, or a model
+    whose parameter shapes differ from the checkpoint's.
+    """
+    from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing.serialization import get_default_load_sharded_strategy
+
+    start = time.perf_counter()
+    rank0 = dist.get_rank() == 0
+    path = resolve_load(root, step)
+    if path is None:
+        if rank0:
+            print(f"WARNING: no checkpoint found under {root} (no latest_checkpointed_iteration.txt); "
+                  "training from scratch", flush=True)
+        return None
+    verify_shard_files(path)
+    try:
+        common = dist_checkpointing.load_common_state_dict(str(path))
+    except Exception as err:  # a missing/damaged common.pt or metadata.json
+        raise CheckpointError(f"cannot read the common state of checkpoint {path} (common.pt): "
+                              f"{_one_line(err)}") from None
+    _check_common(common, path, distributed_optimizer)
+    _raise_if_any(model_shape_problems(path, model_sharded_state_dict(chunks, sharding_metadata())), path)
+
+    # RNG states are per rank: they only mean something for the same ranks in the same layout.
+    same_layout = common.get("parallel_layout") == layout_signature(layout)
+    apply_load_fix()
+    prime_empty_state(optimizer)
+    state = build_state_dict(chunks, optimizer, {}, is_loading=True,
+                             rng_state=capture_rng_state() if same_layout else None)
+    try:
+        with warnings.catch_warnings():
+            # torch DCP deprecation notices about the APIs megatron 0.16 calls; nothing to act on.
+            warnings.simplefilter("ignore", FutureWarning)
+            loaded = dist_checkpointing.load(state, str(path),
+                                             sharded_strategy=get_default_load_sharded_strategy(str(path)))
+    except (Exception, CheckpointException) as err:  # torch's CheckpointException is a BaseException
+        raise CheckpointError(f"cannot load checkpoint {path}: {_one_line(err)}") from err
+
+    for key, chunk in zip(model_keys(len(chunks)), chunks):
+        unwrap(chunk).load_state_dict(loaded[key], strict=True)
+    with torch.no_grad():
+        optimizer.load_state_dict(loaded["optimizer"])
+    unshare_steps(optimizer)  # fix (c): silent divergence after resume otherwise
+    scheduler.load_state_dict(loaded["opt_param_scheduler"])
+    if same_layout:
+        restore_rng_state(loaded["rng_state"])
+    progress = progress_from_common(common)
+    if rank0:
+        saved = common.get("parallel_layout") or {}
+        note = "" if same_layout else (
+            " (resharded from " + " x ".join(f"{k.upper()} {saved.get(k)}" for k in ("tp", "pp", "cp", "dp"))
+            + "; per-rank RNG states not restored)")
+        print(f"loaded checkpoint {path} at iteration {progress.iteration}, consumed samples "
+              f"{progress.consumed_samples}{note} in {time.perf_counter() - start:.1f} s", flush=True)
+    return progress
