@@ -41,6 +41,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(_USAGE)
         return 0
+    from lumos_megatron.checkpoint import CheckpointError
+    from lumos_megatron.checkpoint.integrity import preflight
     from lumos_megatron.config import ConfigError, check_runtime_support, parse_cli, validate_config
     from lumos_megatron.platform.distributed import detect_distributed_env
     from lumos_megatron.platform.parallel import LayoutError, resolve_layout
@@ -55,12 +57,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         # Before any process group exists: e.g. flex without CUDA would otherwise fail deep in
         # autograd on the first backward, after every rank has built its model.
         check_runtime_support(cfg, training=True)
-    except (ConfigError, LayoutError, ValueError) as err:
+        c = cfg.checkpoint
+        preflight(c.save, c.load, c.load_step)
+    except (ConfigError, LayoutError, ValueError, CheckpointError) as err:
         if rank == 0:
             print(f"lumos_megatron.train: error: {err}", file=sys.stderr)
         return 2
     _quiet_megatron_import_warnings()
-    from lumos_megatron.checkpoint import CheckpointError
     from lumos_megatron.platform.distributed import shutdown_distributed
     from lumos_megatron.training.loop import train
     from lumos_megatron.training.signals import TrainingDiverged

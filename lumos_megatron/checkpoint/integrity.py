@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
-from lumos_megatron.checkpoint.layout import CheckpointError
+from lumos_megatron.checkpoint.layout import CheckpointError, resolve_load
 
 _DCP_METADATA = ".metadata"
 
@@ -74,3 +74,33 @@ def model_shape_problems(path: str | Path, model_sharded: Dict) -> List[str]:
             problems.append(f"parameter {tensor.key} has shape {tuple(saved[tensor.key].global_shape)} "
                             f"in the checkpoint but {tuple(tensor.global_shape)} in this model")
     return problems
+
+
+def describe_error(err: BaseException) -> str:
+    """``Type: first line`` of an error; for torch DCP's per-rank ``CheckpointException``, of the
+    first rank's underlying error (its own text is a multi-line traceback dump)."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    failures = getattr(err, "failures", None)
+    if isinstance(err, CheckpointException) and failures:
+        rank, failure = next(iter(failures.items()))
+        inner = failure[0] if isinstance(failure, tuple) else failure  # (exception, stack summary)
+        return f"{describe_error(inner)} (rank {rank})"
+    text = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {text[:300]}"
+
+
+def preflight(save: Optional[str], load: Optional[str], load_step: Optional[int]) -> None:
+    """Filesystem-only checks of ``--save``/``--load`` that every rank can run before any process
+    group exists, so that a wrong path fails in a second rather than after the model is built:
+    the save directory can be created; the checkpoint to resume (if any) exists and its shard
+    files are complete. Raises ``CheckpointError``."""
+    if save:
+        try:
+            Path(save).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CheckpointError(f"cannot create the checkpoint directory {save}: {err}") from None
+    if load:
+        path = resolve_load(load, load_step)
+        if path is not None:
+            verify_shard_files(path)

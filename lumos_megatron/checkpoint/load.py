@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 import warnings
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
 
 from lumos_megatron.checkpoint.dist_optimizer_fixes import apply_load_fix, prime_empty_state, unshare_steps
-from lumos_megatron.checkpoint.integrity import model_shape_problems, verify_shard_files
+from lumos_megatron.checkpoint.integrity import describe_error, model_shape_problems, verify_shard_files
 from lumos_megatron.checkpoint.layout import CheckpointError, resolve_load
 from lumos_megatron.checkpoint.sharded import (
     build_state_dict,
@@ -30,21 +29,6 @@ from lumos_megatron.checkpoint.state import (
     progress_from_common,
     restore_rng_state,
 )
-
-logger = logging.getLogger(__name__)
-
-
-def _one_line(err: BaseException) -> str:
-    """``Type: first line`` of an error; for torch DCP's per-rank ``CheckpointException``, of the
-    first rank's underlying error (its own text is a multi-line traceback dump)."""
-    failures = getattr(err, "failures", None)
-    if isinstance(err, CheckpointException) and failures:
-        rank, failure = next(iter(failures.items()))
-        inner = failure[0] if isinstance(failure, tuple) else failure  # (exception, stack summary)
-        return f"{_one_line(inner)} (rank {rank})"
-    text = (str(err).strip().splitlines() or [""])[0]
-    return f"{type(err).__name__}: {text[:300]}"
-
 
 def _raise_if_any(problems: List[str], path: Path) -> None:
     """All ranks raise the same error if any rank found a problem (a pipeline stage only sees its
@@ -97,7 +81,7 @@ def load_checkpoint(root: str, step: Optional[int], chunks, optimizer, scheduler
         common = dist_checkpointing.load_common_state_dict(str(path))
     except Exception as err:  # a missing/damaged common.pt or metadata.json
         raise CheckpointError(f"cannot read the common state of checkpoint {path} (common.pt): "
-                              f"{_one_line(err)}") from None
+                              f"{describe_error(err)}") from None
     _check_common(common, path, distributed_optimizer)
     _raise_if_any(model_shape_problems(path, model_sharded_state_dict(chunks, sharding_metadata())), path)
 
@@ -114,7 +98,7 @@ def load_checkpoint(root: str, step: Optional[int], chunks, optimizer, scheduler
             loaded = dist_checkpointing.load(state, str(path),
                                              sharded_strategy=get_default_load_sharded_strategy(str(path)))
     except (Exception, CheckpointException) as err:  # torch's CheckpointException is a BaseException
-        raise CheckpointError(f"cannot load checkpoint {path}: {_one_line(err)}") from err
+        raise CheckpointError(f"cannot load checkpoint {path}: {describe_error(err)}") from err
 
     for key, chunk in zip(model_keys(len(chunks)), chunks):
         unwrap(chunk).load_state_dict(loaded[key], strict=True)

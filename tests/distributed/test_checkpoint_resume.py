@@ -16,13 +16,13 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 
 import psutil
 import pytest
 
 from conftest import REPO, TINY_RECIPE, read_scalars, run_train, train_command
 from lumos_megatron.checkpoint.layout import list_checkpoints, read_latest
+from lumos_megatron.config import load_recipe
 
 pytestmark = pytest.mark.distributed
 
@@ -68,7 +68,9 @@ def distopt(tmp_path_factory):
 def test_distopt_resume_matches_uninterrupted_run(distopt):
     assert "no checkpoint found under" in distopt["first"].stdout
     assert list_checkpoints(distopt["save"]) == [2, 4] and read_latest(distopt["save"]) == 4
-    assert (distopt["save"] / "iter_0000004" / "run_config.yaml").is_file()
+    run_config = load_recipe(distopt["save"] / "iter_0000004" / "run_config.yaml")  # the resolved config
+    assert run_config.train.train_iters == 4 and run_config.parallel.use_distributed_optimizer
+    assert run_config.checkpoint.save == str(distopt["save"])
     assert "loaded checkpoint" in distopt["resumed"].stdout and "at iteration 4" in distopt["resumed"].stdout
     # Saving does not perturb the run, and the resumed steps are the uninterrupted ones.
     _assert_close(distopt["first_loss"], distopt["ref"], range(1, 5), SAME_LAYOUT_REL, "saving run")

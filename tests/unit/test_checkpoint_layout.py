@@ -33,7 +33,8 @@ def _fake_checkpoint(root, iteration, payload="x"):
 def test_megatron_directory_names():
     assert iteration_dir_name(100) == "iter_0000100"
     assert iteration_dir_name(12345678) == "iter_12345678"
-    assert temporary_dir("/s", 5).name.startswith(".") and temporary_dir("/s", 5).parent == checkpoint_dir("/s", 5).parent
+    tmp = temporary_dir("/s", 5)  # hidden, beside the final name: same filesystem, atomic rename
+    assert tmp.name.startswith(".") and tmp.parent == checkpoint_dir("/s", 5).parent
     with pytest.raises(ValueError):
         iteration_dir_name(-1)
 
