@@ -23,6 +23,21 @@ void check_ce_args(const at::Tensor& logits, const at::Tensor& target) {
                     ", logits on ", logits.device());
 }
 
+void check_ce_backward_args(const at::Tensor& logits, const at::Tensor& lse,
+                            const at::Tensor& target, const at::Tensor& grad) {
+  check_ce_args(logits, target);
+  const int64_t n = logits.size(0);
+  TORCH_CHECK_VALUE(lse.dim() == 1 && lse.size(0) == n && lse.scalar_type() == at::kFloat &&
+                        grad.dim() == 1 && grad.size(0) == n && grad.scalar_type() == at::kFloat,
+                    "ce_chunk_backward_: lse and grad must be float32 [n=", n, "]");
+  TORCH_CHECK_VALUE(lse.device() == logits.device() && grad.device() == logits.device(),
+                    "ce_chunk_backward_: lse and grad must be on ", logits.device());
+}
+
+at::Tensor unit_stride_rows(const at::Tensor& t) {
+  return (t.size(1) <= 1 || t.stride(1) == 1) ? t : t.contiguous();
+}
+
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -143,10 +158,6 @@ void backward_rows(scalar_t* base, int64_t n, int64_t vocab, int64_t row_stride,
   }
 }
 
-// Rows must be unit-stride along V; any row stride is fine (a row slice of a bigger logits).
-at::Tensor unit_stride_rows(const at::Tensor& t) {
-  return (t.size(1) <= 1 || t.stride(1) == 1) ? t : t.contiguous();
-}
 
 }  // namespace
 
@@ -171,13 +182,8 @@ TensorTriple ce_chunk_forward_cpu(const at::Tensor& logits, const at::Tensor& ta
 
 at::Tensor ce_chunk_backward_cpu_(at::Tensor logits, const at::Tensor& lse,
                                   const at::Tensor& target, const at::Tensor& grad) {
-  check_ce_args(logits, target);
+  check_ce_backward_args(logits, lse, target, grad);
   const int64_t n = logits.size(0);
-  TORCH_CHECK_VALUE(lse.dim() == 1 && lse.size(0) == n && lse.scalar_type() == at::kFloat &&
-                        grad.dim() == 1 && grad.size(0) == n && grad.scalar_type() == at::kFloat,
-                    "ce_chunk_backward_: lse and grad must be float32 [n=", n, "]");
-  TORCH_CHECK_VALUE(lse.device() == logits.device() && grad.device() == logits.device(),
-                    "ce_chunk_backward_: lse and grad must be on ", logits.device());
   // In place: work on unit-stride rows, then copy back if logits had to be made contiguous.
   at::Tensor x = unit_stride_rows(logits);
   const at::Tensor lse_c = lse.contiguous(), grad_c = grad.contiguous();

@@ -81,9 +81,6 @@ __global__ void ce_backward_kernel(scalar_t* __restrict__ logits, int64_t row_st
   }
 }
 
-at::Tensor unit_stride_rows(const at::Tensor& t) {
-  return (t.size(1) <= 1 || t.stride(1) == 1) ? t : t.contiguous();
-}
 
 }  // namespace
 
@@ -110,13 +107,8 @@ TensorTriple ce_chunk_forward_cuda(const at::Tensor& logits, const at::Tensor& t
 
 at::Tensor ce_chunk_backward_cuda_(at::Tensor logits, const at::Tensor& lse,
                                    const at::Tensor& target, const at::Tensor& grad) {
-  check_ce_args(logits, target);
+  check_ce_backward_args(logits, lse, target, grad);
   const int64_t n = logits.size(0);
-  TORCH_CHECK_VALUE(lse.dim() == 1 && lse.size(0) == n && lse.scalar_type() == at::kFloat &&
-                        grad.dim() == 1 && grad.size(0) == n && grad.scalar_type() == at::kFloat,
-                    "ce_chunk_backward_: lse and grad must be float32 [n=", n, "]");
-  TORCH_CHECK_VALUE(lse.device() == logits.device() && grad.device() == logits.device(),
-                    "ce_chunk_backward_: lse and grad must be on ", logits.device());
   const c10::cuda::CUDAGuard guard(logits.device());
   at::Tensor x = unit_stride_rows(logits);
   const at::Tensor lse_c = lse.contiguous(), grad_c = grad.contiguous();

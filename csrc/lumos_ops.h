@@ -18,6 +18,10 @@ void check_tube_mask_args(const at::Tensor& tokens, const at::Tensor& labels,
 void check_tube_mask_values(const int64_t* period, const int64_t* num_masked,
                             const int64_t* stream, int64_t batch);
 void check_ce_args(const at::Tensor& logits, const at::Tensor& target);
+void check_ce_backward_args(const at::Tensor& logits, const at::Tensor& lse,
+                            const at::Tensor& target, const at::Tensor& grad);
+// Rows must be unit-stride along V; any row stride is fine (a row slice of a bigger logits).
+at::Tensor unit_stride_rows(const at::Tensor& t);
 
 TensorTriple tube_mask_apply_cpu(const at::Tensor& tokens, const at::Tensor& labels,
                                  const at::Tensor& content, const at::Tensor& period,

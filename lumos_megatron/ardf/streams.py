@@ -23,7 +23,7 @@ def sample_stream(seed: int, iteration: int, sample_index: int, purpose: int) ->
             raise ValueError(f"{name} must be >= 0, got {value}")
     hi = mix32_int(mix32_int(seed & 0xFFFFFFFF) ^ mix32_int(purpose ^ (seed >> 32)))
     lo = mix32_int(mix32_int(iteration & 0xFFFFFFFF) ^ mix32_int(sample_index & 0xFFFFFFFF)
-                   ^ (sample_index >> 32) ^ (iteration >> 32) * 0x9E3779B9 & 0xFFFFFFFF)
+                   ^ (sample_index >> 32) ^ (((iteration >> 32) * 0x9E3779B9) & 0xFFFFFFFF))
     return ((hi & 0x7FFFFFFF) << 32) | lo
 
 

@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 import torch
 
 from lumos_megatron.ops import tube_mask_apply
+from lumos_megatron.ops.tube_mask import apply_tube_patterns
 from lumos_megatron.ops.counter_rng import mix32_int, stream_base
 from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
 
@@ -98,21 +99,6 @@ def mask_ratio(u: torch.Tensor, min_ratio: float) -> torch.Tensor:
     return torch.cos(u.float() * math.pi * 0.5).clip(min_ratio)
 
 
-def _apply_patterns(tokens, labels, content, patterns, ratio, vocab) -> TubeMaskResult:
-    out_tokens, out_labels = tokens.clone(), labels.clone()
-    masked = torch.zeros_like(content)
-    for b, pattern in enumerate(patterns):
-        if pattern is None:
-            continue
-        pos = content[b].nonzero().flatten()
-        reps = -(-pos.numel() // pattern.numel())
-        hit = pos[pattern.repeat(reps)[: pos.numel()]]
-        masked[b, hit] = True
-    out_tokens[masked] = vocab.mask
-    out_labels[content & ~masked] = IGNORE_INDEX
-    return TubeMaskResult(out_tokens, out_labels, masked, content, ratio)
-
-
 def tube_mask(tokens: torch.Tensor, labels: torch.Tensor, vocab: LumosVocab,
               generator: Optional[torch.Generator] = None,
               min_ratio: float = 0.7) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,9 +125,9 @@ def tube_mask_detailed(tokens, labels, vocab, generator=None, min_ratio=0.7):
         # Official pattern: position j masked iff argsort(rand)[j] < n.
         perm = torch.rand(1, period, generator=generator).argsort(dim=-1)[0]
         patterns.append(perm < n)
-    result = _apply_patterns(tokens.cpu(), labels.cpu(), content.cpu(), patterns, ratio, vocab)
-    dev = tokens.device
-    return result.tokens.to(dev), result.labels.to(dev), result
+    out_tokens, out_labels, masked = apply_tube_patterns(tokens, labels, content, patterns,
+                                                         vocab.mask, IGNORE_INDEX)
+    return out_tokens, out_labels, TubeMaskResult(out_tokens, out_labels, masked, content, ratio)
 
 
 def ratio_uniform(stream: int) -> float:

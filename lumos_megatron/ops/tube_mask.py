@@ -12,12 +12,14 @@ The pattern is a pure function of the sample's ``stream`` id (counter RNG, ops/c
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
 
 from lumos_megatron.ops.counter_rng import pattern_keys
 from lumos_megatron.ops.extension import extension_for
 
-__all__ = ["tube_mask_apply", "tube_mask_apply_reference", "tube_pattern"]
+__all__ = ["apply_tube_patterns", "tube_mask_apply", "tube_mask_apply_reference", "tube_pattern"]
 
 
 def tube_pattern(stream: int, period: int, num_masked: int) -> torch.Tensor:
@@ -68,16 +70,27 @@ def tube_mask_apply_reference(tokens: torch.Tensor, labels: torch.Tensor, conten
     place. Raises ValueError for num_masked > period (naming the sample) or bad shapes.
     """
     periods, counts, streams = _sample_values(tokens, labels, content, period, num_masked, stream)
+    patterns = [tube_pattern(s, p, n) if p and n else None
+                for p, n, s in zip(periods, counts, streams)]
+    return apply_tube_patterns(tokens, labels, content, patterns, mask_id, ignore_index)
+
+
+def apply_tube_patterns(tokens: torch.Tensor, labels: torch.Tensor, content: torch.Tensor,
+                        patterns: Sequence[Optional[torch.Tensor]], mask_id: int,
+                        ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Apply one bool spatial pattern per sample (None: leave the sample unchanged): the k-th
+    content position of sample b is masked iff ``patterns[b][k % len(patterns[b])]``.
+    Returns (tokens, labels, masked), out of place."""
     masked = torch.zeros_like(content)
     # Unmasked content loses its label only in samples that are masked at all.
     active = torch.zeros_like(content)
-    for b, (p, n, s) in enumerate(zip(periods, counts, streams)):
-        if p == 0 or n == 0:
+    for b, pattern in enumerate(patterns):
+        if pattern is None:
             continue
         active[b] = True
         positions = content[b].nonzero().squeeze(1)
-        frame_index = torch.arange(positions.numel(), device=content.device) % p
-        masked[b, positions] = tube_pattern(s, p, n).to(content.device)[frame_index]
+        frame_index = torch.arange(positions.numel(), device=content.device) % pattern.numel()
+        masked[b, positions] = pattern.to(content.device)[frame_index]
     tokens_out = tokens.masked_fill(masked, mask_id)
     labels_out = labels.masked_fill(content & active & ~masked, ignore_index)
     return tokens_out, labels_out, masked

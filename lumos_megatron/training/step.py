@@ -6,6 +6,7 @@ from functools import partial
 from typing import Dict, Optional, Tuple
 
 import torch
+from megatron.core.pipeline_parallel import get_forward_backward_func
 
 
 def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor,
@@ -55,3 +56,18 @@ def forward_step(data_iterator, model, report_frames: int = 0):
     return output, partial(loss_func, batch["loss_mask"], frame_index=batch.get("frame_index"),
                            mask_stats=batch.get("mask_stats"), report_frames=report_frames,
                            attention_pairs=batch.get("attention_pairs"))
+
+
+def run_forward_backward(step_func, chunks, iterators, cfg, num_microbatches: int,
+                         forward_only: bool = False):
+    """One global batch through megatron's schedule (1F1B, interleaved with VPP chunks);
+    returns the per-micro-batch reports of the last stage."""
+    return get_forward_backward_func()(
+        forward_step_func=step_func,
+        data_iterator=iterators if len(iterators) > 1 else iterators[0],
+        model=chunks if len(chunks) > 1 else chunks[0],
+        num_microbatches=num_microbatches,
+        seq_length=cfg.data.seq_length,
+        micro_batch_size=cfg.train.micro_batch_size,
+        forward_only=forward_only,
+    )

@@ -71,7 +71,6 @@ def _local_full_gradients(ddp_chunks, gated_linear_unit: bool) -> Dict[str, torc
 def run_layout(out_path: Path, overrides: List[str]) -> None:
     """One forward/backward of global batch 0 on the layout ``overrides`` describe; save grads."""
     from megatron.core import parallel_state
-    from megatron.core.pipeline_parallel import get_forward_backward_func
 
     from lumos_megatron.config import parse_cli
     from lumos_megatron.data.mock import MockVideoDataset
@@ -86,7 +85,7 @@ def run_layout(out_path: Path, overrides: List[str]) -> None:
     )
     from lumos_megatron.training.batch import SampleSchedule, micro_batch_iterator
     from lumos_megatron.training.optim import attach_schedule_hooks, build_optimizer, wrap_ddp
-    from lumos_megatron.training.step import forward_step
+    from lumos_megatron.training.step import forward_step, run_forward_backward
     from lumos_megatron.vocab import LumosVocab
 
     cfg = parse_cli(["--config", str(TINY_RECIPE), *overrides])
@@ -109,15 +108,7 @@ def run_layout(out_path: Path, overrides: List[str]) -> None:
     for chunk in chunks:
         chunk.train()
         chunk.zero_grad_buffer()
-    get_forward_backward_func()(
-        forward_step_func=forward_step,
-        data_iterator=iterators if len(iterators) > 1 else iterators[0],
-        model=chunks if len(chunks) > 1 else chunks[0],
-        num_microbatches=micro,
-        seq_length=cfg.data.seq_length,
-        micro_batch_size=cfg.train.micro_batch_size,
-        forward_only=False,
-    )
+    run_forward_backward(forward_step, chunks, iterators, cfg, micro)
 
     grads = _local_full_gradients(chunks, config.gated_linear_unit)
     # After the TP gather every TP/CP/DP replica of a stage holds the same full tensors; one
