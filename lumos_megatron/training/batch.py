@@ -8,7 +8,7 @@ stage builds the same batch (positions and mask are needed on every stage).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -17,7 +17,7 @@ from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.data.collate import pad_samples
 from lumos_megatron.models.attention.flex import build_frame_causal_block_mask
 from lumos_megatron.models.attention.te_bias import frame_causal_attention_bias
-from lumos_megatron.models.frame_mask import frame_causal_mask, frame_segment_ids
+from lumos_megatron.models.frame_mask import frame_segment_ids, mask_from_segment_ids
 from lumos_megatron.models.mm_rope import effective_positions, mm_rope_positions
 from lumos_megatron.scaling.flops import attention_pairs
 from lumos_megatron.training.context_parallel import slice_batch_for_cp
@@ -54,7 +54,7 @@ def next_token_targets(labels: torch.Tensor) -> torch.Tensor:
 
 
 def build_model_inputs(tokens: torch.Tensor, targets: torch.Tensor, cfg: LumosConfig,
-                       vocab: LumosVocab) -> Dict[str, torch.Tensor]:
+                       vocab: LumosVocab, segments: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
     """``tokens``/``targets`` [b, s] → the dict the forward step consumes.
 
     ``labels`` are the targets with ignored positions set to 0 (megatron's vocab-parallel CE has
@@ -70,20 +70,26 @@ def build_model_inputs(tokens: torch.Tensor, targets: torch.Tensor, cfg: LumosCo
     where ``tokens`` are): the compiled CUDA block-mask builder never materialises the L x L mask
     that the eager CPU one needs, and the L x L bias is not copied host→device per micro-batch.
     The iterator's ``.to(device)`` is then a no-op for them.
+
+    ``segments`` are the frame segment ids of ``tokens`` when the caller already has them (they
+    are parsed once per micro-batch); ``attention_pairs`` counts the mask's allowed pairs for the
+    FLOPs model.
     """
     positions = mm_rope_positions(tokens, vocab)
+    if segments is None:
+        segments = frame_segment_ids(tokens, vocab)
     backend = cfg.model.attention_backend
     if backend in ("flex", "te_bias"):
-        segments = frame_segment_ids(tokens, vocab)
+        on_device = segments
         if torch.cuda.is_available() and segments.device.type == "cpu":
-            segments = segments.to(torch.cuda.current_device())
+            on_device = segments.to(torch.cuda.current_device())
         if backend == "flex":
-            attention_mask = build_frame_causal_block_mask(segments)
+            attention_mask = build_frame_causal_block_mask(on_device)
         else:
             dtype = torch.bfloat16 if cfg.train.precision == "bf16" else torch.float32
-            attention_mask = frame_causal_attention_bias(segments, dtype)
+            attention_mask = frame_causal_attention_bias(on_device, dtype)
     else:
-        attention_mask = (~frame_causal_mask(tokens, vocab)).unsqueeze(1)
+        attention_mask = (~mask_from_segment_ids(segments)).unsqueeze(1)
     loss_mask = (targets != IGNORE_INDEX)
     return {
         "tokens": tokens,
@@ -91,6 +97,7 @@ def build_model_inputs(tokens: torch.Tensor, targets: torch.Tensor, cfg: LumosCo
         "loss_mask": loss_mask.float(),
         "position_ids": effective_positions(positions, cfg.model.rope_variant),
         "attention_mask": attention_mask,
+        "attention_pairs": torch.tensor(attention_pairs(segments)),
     }
 
 
@@ -106,17 +113,14 @@ def training_batch(samples: Sequence[Tuple[torch.Tensor, torch.Tensor]], sample_
     """
     if not cfg.ardf.enabled:
         tokens, labels = pad_samples(samples, cfg.data.seq_length, vocab, sample_indices)
-        batch = build_model_inputs(tokens, next_token_targets(labels), cfg, vocab)
-        batch["attention_pairs"] = torch.tensor(attention_pairs(frame_segment_ids(tokens, vocab)))
-        return batch
+        return build_model_inputs(tokens, next_token_targets(labels), cfg, vocab)
     masked = ardf_batch(samples, sample_indices, iteration, cfg, vocab)
-    batch = build_model_inputs(masked.tokens, masked.labels, cfg, vocab)
+    segments = frame_segment_ids(masked.tokens, vocab)
+    batch = build_model_inputs(masked.tokens, masked.labels, cfg, vocab, segments)
     carries_loss = masked.labels >= vocab.visual_offset
     batch["loss_mask"] = carries_loss.float()
-    segments = frame_segment_ids(masked.tokens, vocab)
     batch["frame_index"] = torch.where(carries_loss, segments - 1, torch.full_like(segments, -1))
     batch["mask_stats"] = torch.tensor([float(masked.masked.sum()), float(masked.content.sum())])
-    batch["attention_pairs"] = torch.tensor(attention_pairs(segments))
     return batch
 
 

@@ -14,7 +14,6 @@ from typing import Dict, List, Optional
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
-from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from lumos_megatron.checkpoint.state import TrainProgress
 from lumos_megatron.config.loader import ConfigError, dump_config
@@ -31,11 +30,12 @@ from lumos_megatron.platform.parallel import (
     resolve_layout,
     seed_model_parallel_rng,
 )
+from lumos_megatron.scaling.flops import device_peak_tflops, step_flops
 from lumos_megatron.training.batch import SampleSchedule, micro_batch_iterator
 from lumos_megatron.training.optim import attach_schedule_hooks, build_optimizer, build_scheduler, wrap_ddp
-from lumos_megatron.training.reporting import IterationStats, Reporter
+from lumos_megatron.training.reporting import IterationStats, Reporter, peak_memory_gb
 from lumos_megatron.training.signals import StopMonitor, TrainingDiverged
-from lumos_megatron.training.step import forward_step
+from lumos_megatron.training.step import forward_step, run_forward_backward
 from lumos_megatron.vocab import LumosVocab
 
 
@@ -148,13 +148,17 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
     iterators = [micro_batch_iterator(dataset, cfg, vocab, schedule, dp_rank, progress.iteration, micro,
                                       device, cp_rank)
                  for _ in chunks]
-    forward_backward = get_forward_backward_func()
     step_func = partial(forward_step, report_frames=cfg.ardf.report_frames if cfg.ardf.enabled else 0)
     last_stage = parallel_state.is_pipeline_last_stage(ignore_virtual=True)
-    reporter = Reporter(active=is_last_rank(), train_iters=train_iters, global_batch_size=gbs,
+    reporting = is_last_rank()
+    peak_tflops, peak_source = device_peak_tflops(cfg.logging.peak_tflops) if reporting else (None, "")
+    reporter = Reporter(active=reporting, train_iters=train_iters, global_batch_size=gbs,
                         log_interval=cfg.logging.log_interval,
-                        tensorboard_dir=cfg.logging.tensorboard_dir)
+                        tensorboard_dir=cfg.logging.tensorboard_dir,
+                        world_size=layout.world_size, peak_tflops=peak_tflops)
     if reporter.active:
+        print(f"lumos_megatron: MFU relative to {peak_source}"
+              + (f" ({peak_tflops:.3g} TFLOP/s per device)" if peak_tflops else ""), flush=True)
         print(f"lumos_megatron: world {layout.world_size} = TP {layout.tp} x PP {layout.pp} x CP "
               f"{layout.cp} x DP {layout.dp} (VPP {layout.vpp or 1}), {micro} micro-batches of "
               f"{cfg.train.micro_batch_size} per step, launcher {env.launcher}", flush=True)
@@ -168,23 +172,20 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
         for chunk in chunks:
             chunk.zero_grad_buffer()
         optimizer.zero_grad()
-        reports = forward_backward(
-            forward_step_func=step_func,
-            data_iterator=iterators if len(iterators) > 1 else iterators[0],
-            model=chunks if len(chunks) > 1 else chunks[0],
-            num_microbatches=micro,
-            seq_length=cfg.data.seq_length,
-            micro_batch_size=cfg.train.micro_batch_size,
-            forward_only=False,
-        )
+        reports = run_forward_backward(step_func, chunks, iterators, cfg, micro)
         update_ok, grad_norm, _ = optimizer.step()
         scheduler.step(increment=gbs)
         progress = TrainProgress(iteration + 1, progress.consumed_samples + gbs)
         extra: Dict[str, float] = {}
+        model_flops = 0.0
         if last_stage:
             totals = _reduce_reports(reports)
             loss_sum, tokens = totals["lm loss"].tolist()
             extra = _extra_scalars(totals)
+            if "attention pairs" in totals:
+                # Every CP rank reports its whole sample's pairs: the DP x CP sum counts them CP times.
+                pairs = float(totals["attention pairs"].sum()) / layout.cp
+                model_flops = step_flops(cfg, gbs * cfg.data.seq_length, pairs, tokens).total
         else:
             loss_sum, tokens = float("nan"), 0.0
         lm_loss = loss_sum / max(tokens, 1.0)
@@ -199,6 +200,9 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
             grad_norm=grad_norm,
             skipped=not update_ok,
             extra=extra,
+            tokens=gbs * cfg.data.seq_length,
+            model_flops=model_flops,
+            memory_gb=peak_memory_gb() if reporter.active else 0.0,
         ))
         decision = monitor.decide(lm_loss if last_stage else None, grad_norm)
         if decision.nonfinite:

@@ -24,6 +24,11 @@ def test_quickstart_trains_and_reports(tmp_path):
     ratios = [v for _, v in read_scalars(tb, "ardf/mask-ratio")]
     assert len(ratios) == 3 and all(0.7 * 0.9 < r <= 1.0 for r in ratios)
     assert "mask ratio:" in lines[0]
+    # Throughput from the explicit FLOPs model, MFU against the measured CPU GEMM rate, ETA.
+    assert all(re.search(r"TFLOP/s/GPU\): [0-9.]+ \| tokens/s/GPU: [0-9.]+ \| MFU: [0-9.]+%", l)
+               for l in lines)
+    assert "ETA:" in lines[-1]
+    assert len(read_scalars(tb, "throughput")) == 3 and len(read_scalars(tb, "iteration-time")) == 3
 
 
 def test_bad_override_exits_2_with_message():
