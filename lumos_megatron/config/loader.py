@@ -48,6 +48,14 @@ FLAG_ALIASES: Dict[str, str] = {
     "--load": "checkpoint.load",
     "--save-interval": "checkpoint.save_interval",
     "--ckpt-step": "checkpoint.load_step",
+    "--split": "data.split",
+    "--eval-interval": "train.eval_interval",
+    "--eval-iters": "train.eval_iters",
+}
+
+# Megatron flags taking every following value up to the next flag (a list field).
+LIST_FLAG_ALIASES: Dict[str, str] = {
+    "--data-path": "data.data_path",
 }
 
 # Megatron boolean flags (no value) → dotted path set to true.
@@ -183,10 +191,20 @@ def _split_overrides(argv: Sequence[str]) -> Tuple[Optional[str], List[Tuple[str
                 pairs.append((BOOL_FLAG_ALIASES[flag], _BOOL_FLAG_VALUES.get(flag, True)))
                 i += 1
                 continue
+            if flag in LIST_FLAG_ALIASES:
+                values = [inline] if eq else []
+                i += 1
+                while i < len(args) and not args[i].startswith("--") and "=" not in args[i]:
+                    values.append(args[i])
+                    i += 1
+                if not values:
+                    raise ConfigError(f"{flag} needs at least one value")
+                pairs.append((LIST_FLAG_ALIASES[flag], values))
+                continue
             if flag != "--config" and flag not in FLAG_ALIASES:
                 raise ConfigError(
                     f"unknown flag {flag!r}; use <section>.<field>=<value> or one of: "
-                    f"--config, {', '.join(sorted(FLAG_ALIASES) + sorted(BOOL_FLAG_ALIASES))}"
+                    f"--config, {', '.join(sorted(FLAG_ALIASES) + sorted(BOOL_FLAG_ALIASES) + sorted(LIST_FLAG_ALIASES))}"
                 )
             if eq:
                 value = inline

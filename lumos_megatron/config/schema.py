@@ -58,6 +58,14 @@ class ModelConfig:
     'te_bias' (TransformerEngine fused attention with the mask as a post-scale bias; needs TE)."""
     tie_embeddings: bool = False
     """Share the input embedding and the LM head. Lumos-1 unties them."""
+    recompute_granularity: Optional[str] = None
+    """Activation recompute: None (keep all activations), 'full' (recompute whole decoder layers
+    in backward; the official recipe does this on every layer) or 'selective' (recompute only the
+    core attention, whose activations grow with s^2 on the SDPA math path). Non-reentrant, so it
+    works with every attention backend (a FlexAttention BlockMask included)."""
+    recompute_num_layers: Optional[int] = None
+    """With 'full': recompute only the first N layers of each model chunk (pipeline stage or
+    virtual stage); None recomputes them all. Fewer trades memory back for speed."""
 
 
 @dataclass
@@ -118,6 +126,11 @@ class TrainConfig:
     """Global gradient-norm clip (official 4.0); 0 disables."""
     seed: int = 0
     """Seed of parameter init, data order and every random stream (official: 0)."""
+    eval_interval: int = 0
+    """Evaluate on the validation split every N iterations (Megatron --eval-interval); 0: never."""
+    eval_iters: int = 1
+    """Global batches per evaluation (Megatron --eval-iters). The same validation samples and
+    AR-DF masks are used at every evaluation, so the curve compares like with like."""
     precision: str = "fp32"
     """'fp32' or 'bf16' (bf16 weights with fp32 master weights; GPU)."""
 
@@ -131,7 +144,31 @@ class DataConfig:
     mock: bool = True
     """Train on synthetic Lumos-layout video samples generated on the fly (no data files)."""
     data_path: List[str] = field(default_factory=list)
-    """Weighted dataset prefixes ('w1 p1 w2 p2'); used when mock is False."""
+    """Pre-tokenized dataset directories (tools/pretokenize.py output), one path or weighted pairs
+    'w1 p1 w2 p2' (Megatron --data-path); used when mock is False. In joint training, the videos."""
+    split: str = "99,1,0"
+    """Train/valid/test proportions of every dataset (Megatron --split); the valid part feeds
+    the periodic evaluation (train.eval_interval)."""
+    image_data_path: List[str] = field(default_factory=list)
+    """Joint image+video training (official stage 2): image datasets, same syntax as data_path.
+    Non-empty (or mock_image) turns on alternating image and video optimizer steps."""
+    mock_image: bool = False
+    """Mock data: add a stream of 1-frame (image) mock samples for joint training."""
+    image_micro_batch_size: int = 6
+    """Joint training: micro-batch size of image steps (official --img_batch_size 6)."""
+    image_global_batch_size: Optional[int] = None
+    """Joint training: samples per image step over all DP ranks; None = image_micro_batch_size x
+    the number of video micro-batches per step x DP (the official run: 6 per GPU)."""
+    image_seq_length: Optional[int] = None
+    """Joint training: padded length of image samples (~2k at 256p, ~4k at 384p); None =
+    seq_length."""
+    video_iters_per_image_iter: int = 1
+    """Joint training: video steps after each image step (official --video_iter_per_img_iter 1:
+    image, video, image, video, ...)."""
+    pad_to_multiple: Optional[int] = None
+    """Pad each step to the smallest multiple of this that holds its longest sample (capped at
+    the stream's seq_length) instead of always to seq_length. Every rank derives the same length
+    from the global batch, so pipeline stages agree without shape exchange."""
     mock_frames: int = 2
     """Mock data: latent frames per sample."""
     mock_grid: List[int] = field(default_factory=lambda: [4, 4])

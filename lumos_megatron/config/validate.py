@@ -59,6 +59,13 @@ def _model_problems(cfg: LumosConfig) -> List[str]:
             f"(CP={p.context_parallel_size}): the all-gather-KV CP attention runs on SDPA; set "
             "model.attention_backend=sdpa or parallel.context_parallel_size=1"
         )
+    if m.recompute_granularity not in (None, "full", "selective"):
+        out.append(f"model.recompute_granularity={m.recompute_granularity!r}; choose null, 'full' or "
+                   "'selective'")
+    if m.recompute_num_layers is not None and (m.recompute_num_layers < 0
+                                               or m.recompute_granularity != "full"):
+        out.append(f"model.recompute_num_layers={m.recompute_num_layers} needs "
+                   "model.recompute_granularity='full' and a value >= 0")
     tp = p.tensor_model_parallel_size
     if tp >= 1:
         if m.num_attention_heads % tp:
@@ -89,6 +96,37 @@ def _parallel_problems(cfg: LumosConfig) -> List[str]:
         out.append(f"parallel.virtual_pipeline_model_parallel_size={vpp} needs PP >= 2 and VPP >= 1")
     if p.sequence_parallel and p.tensor_model_parallel_size < 2:
         out.append("parallel.sequence_parallel needs tensor_model_parallel_size >= 2")
+    return out
+
+
+def _data_plan_problems(cfg: LumosConfig) -> List[str]:
+    """Split, joint image/video, padding and evaluation settings."""
+    from lumos_megatron.data.blend import parse_data_path, parse_split
+
+    t, d = cfg.train, cfg.data
+    out = []
+    try:
+        parse_split(d.split)
+    except ValueError as e:
+        out.append(str(e))
+    for name, paths in (("data.data_path", d.data_path), ("data.image_data_path", d.image_data_path)):
+        if paths and not d.mock:
+            try:
+                parse_data_path(paths)
+            except ValueError as e:
+                out.append(f"{name}: {e}")
+    if d.image_micro_batch_size < 1 or d.video_iters_per_image_iter < 1:
+        out.append("data.image_micro_batch_size and data.video_iters_per_image_iter must be >= 1")
+    if d.image_global_batch_size is not None and d.image_global_batch_size % d.image_micro_batch_size:
+        out.append(f"data.image_global_batch_size={d.image_global_batch_size} is not a multiple of "
+                   f"data.image_micro_batch_size={d.image_micro_batch_size}")
+    if d.image_seq_length is not None and not 2 <= d.image_seq_length <= d.seq_length:
+        out.append(f"data.image_seq_length={d.image_seq_length} must be in [2, data.seq_length={d.seq_length}]")
+    if d.pad_to_multiple is not None and d.pad_to_multiple < 1:
+        out.append(f"data.pad_to_multiple must be >= 1 (got {d.pad_to_multiple})")
+    if t.eval_interval < 0 or t.eval_iters < 1:
+        out.append(f"train.eval_interval must be >= 0 and train.eval_iters >= 1 (got {t.eval_interval}, "
+                   f"{t.eval_iters})")
     return out
 
 
@@ -128,6 +166,7 @@ def _train_data_problems(cfg: LumosConfig) -> List[str]:
             out.append("data.mock_frames must be >= 1 and data.mock_text_tokens >= 0")
     elif not d.data_path:
         out.append("data.data_path is empty and data.mock is false: nothing to train on")
+    out += _data_plan_problems(cfg)
     c = cfg.checkpoint
     if c.save_interval < 0:
         out.append("checkpoint.save_interval must be >= 0")

@@ -33,6 +33,11 @@ from lumos_megatron.models.attention.flex import FlexCoreAttention
 from lumos_megatron.models.attention.sdpa import SDPACoreAttention
 from lumos_megatron.models.attention.te_bias import TEBiasCoreAttention
 from lumos_megatron.models.norms import HeadSharedLayerNorm, RMSNorm
+from lumos_megatron.models.recompute import (
+    RecomputedTransformerLayer,
+    layers_to_recompute,
+    recomputed_core_attention,
+)
 
 # model.attention_backend → core-attention module. Each expects the attention_mask that
 # training.batch.build_model_inputs builds for the same backend: a dense bool mask (sdpa), a
@@ -97,17 +102,23 @@ def build_transformer_config(cfg: LumosConfig) -> LumosTransformerConfig:
     )
 
 
-def lumos_layer_spec(cfg: LumosConfig) -> ModuleSpec:
+def lumos_layer_spec(cfg: LumosConfig, recompute_layer: bool = False) -> ModuleSpec:
     """One Lumos decoder layer: pre-norm RMSNorm, GQA attention with head-shared QK LayerNorm and
-    our core attention (arbitrary mask), SwiGLU MLP."""
+    our core attention (arbitrary mask), SwiGLU MLP.
+
+    ``recompute_layer``: the whole layer is recomputed in backward (full recompute);
+    ``model.recompute_granularity='selective'`` recomputes the core attention of every layer.
+    """
     qk_norm = HeadSharedLayerNorm if cfg.model.qk_layernorm else IdentityOp
     core_attention = CORE_ATTENTION_BACKENDS[cfg.model.attention_backend]
     if cfg.parallel.context_parallel_size > 1:
         # The all-gather-KV CP attention is SDPA-based; config validation rejects the other
         # backends with CP > 1 rather than silently replacing them here.
         core_attention = AllGatherCPCoreAttention
+    if cfg.model.recompute_granularity == "selective":
+        core_attention = recomputed_core_attention(core_attention)
     return ModuleSpec(
-        module=TransformerLayer,
+        module=RecomputedTransformerLayer if recompute_layer else TransformerLayer,
         submodules=TransformerLayerSubmodules(
             input_layernorm=RMSNorm,
             self_attention=ModuleSpec(
@@ -136,6 +147,10 @@ def lumos_layer_spec(cfg: LumosConfig) -> ModuleSpec:
 def lumos_block_spec(cfg: LumosConfig, config: TransformerConfig,
                      vp_stage=None) -> TransformerBlockSubmodules:
     """Decoder block of this pipeline stage (and virtual stage): its share of the Lumos layers
-    and the final RMSNorm (SP-capable; megatron builds it on the last stage only)."""
+    (the first ``model.recompute_num_layers`` of them fully recomputed under 'full' recompute) and
+    the final RMSNorm (SP-capable; megatron builds it on the last stage only)."""
     n = get_num_layers_to_build(config, vp_stage=vp_stage)
-    return TransformerBlockSubmodules(layer_specs=[lumos_layer_spec(cfg)] * n, layer_norm=RMSNorm)
+    m = cfg.model
+    recomputed = layers_to_recompute(m.recompute_granularity, n, m.recompute_num_layers)
+    specs = [lumos_layer_spec(cfg, recompute_layer=i < recomputed) for i in range(n)]
+    return TransformerBlockSubmodules(layer_specs=specs, layer_norm=RMSNorm)

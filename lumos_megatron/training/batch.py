@@ -7,8 +7,7 @@ stage builds the same batch (positions and mask are needed on every stage).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -20,30 +19,7 @@ from lumos_megatron.models.attention.te_bias import frame_causal_attention_bias
 from lumos_megatron.models.frame_mask import frame_segment_ids, mask_from_segment_ids
 from lumos_megatron.models.mm_rope import effective_positions, mm_rope_positions
 from lumos_megatron.scaling.flops import attention_pairs
-from lumos_megatron.training.context_parallel import slice_batch_for_cp
 from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
-
-
-@dataclass(frozen=True)
-class SampleSchedule:
-    """Maps (iteration, micro-batch, DP rank) to global sample indices, Megatron's sampler order:
-    each global batch is split into micro-batch rounds of ``mbs x DP`` contiguous samples, DP rank
-    ``d`` taking the ``d``-th block of each round."""
-
-    global_batch_size: int
-    micro_batch_size: int
-    dp_size: int
-    base_iteration: int = 0
-    """First iteration of this run (a resumed checkpoint's iteration)."""
-    base_samples: int = 0
-    """Samples consumed before ``base_iteration`` (from the checkpoint; a resumed run may use
-    another global batch size and still continue where the data left off)."""
-
-    def indices(self, iteration: int, micro: int, dp_rank: int) -> List[int]:
-        """Global sample indices of one micro-batch (iteration is 0-based, >= base_iteration)."""
-        start = (self.base_samples + (iteration - self.base_iteration) * self.global_batch_size
-                 + micro * self.micro_batch_size * self.dp_size + dp_rank * self.micro_batch_size)
-        return list(range(start, start + self.micro_batch_size))
 
 
 def next_token_targets(labels: torch.Tensor) -> torch.Tensor:
@@ -102,19 +78,23 @@ def build_model_inputs(tokens: torch.Tensor, targets: torch.Tensor, cfg: LumosCo
 
 
 def training_batch(samples: Sequence[Tuple[torch.Tensor, torch.Tensor]], sample_indices: Sequence[int],
-                   iteration: int, cfg: LumosConfig, vocab: LumosVocab) -> Dict[str, torch.Tensor]:
+                   iteration: int, cfg: LumosConfig, vocab: LumosVocab,
+                   seq_length: Optional[int] = None, number_ids=None) -> Dict[str, torch.Tensor]:
     """Unpadded samples of one micro-batch → model inputs, for the configured objective.
 
     AR-DF (``cfg.ardf.enabled``): the official transforms and tube mask (``ardf.ardf_batch``),
     positions and mask built on the masked input, unshifted labels, ``loss_mask`` = visual labels,
     plus ``frame_index`` (latent frame of each loss position, -1 elsewhere) and ``mask_stats``
     ``[masked, maskable]`` for reporting. Otherwise: padded samples with next-token targets.
-    Both carry ``attention_pairs`` (allowed pairs of the mask, for the FLOPs model).
+    Both carry ``attention_pairs`` (allowed pairs of the mask, for the FLOPs model). Samples are
+    padded to ``seq_length`` (default ``data.seq_length``); ``number_ids`` writes the prompt's
+    frame count and fps with the dataset's text tokenizer (None: Chameleon's digits).
     """
+    seq_length = seq_length or cfg.data.seq_length
     if not cfg.ardf.enabled:
-        tokens, labels = pad_samples(samples, cfg.data.seq_length, vocab, sample_indices)
+        tokens, labels = pad_samples(samples, seq_length, vocab, sample_indices)
         return build_model_inputs(tokens, next_token_targets(labels), cfg, vocab)
-    masked = ardf_batch(samples, sample_indices, iteration, cfg, vocab)
+    masked = ardf_batch(samples, sample_indices, iteration, cfg, vocab, seq_length, number_ids)
     segments = frame_segment_ids(masked.tokens, vocab)
     batch = build_model_inputs(masked.tokens, masked.labels, cfg, vocab, segments)
     carries_loss = masked.labels >= vocab.visual_offset
@@ -122,17 +102,3 @@ def training_batch(samples: Sequence[Tuple[torch.Tensor, torch.Tensor]], sample_
     batch["frame_index"] = torch.where(carries_loss, segments - 1, torch.full_like(segments, -1))
     batch["mask_stats"] = torch.tensor([float(masked.masked.sum()), float(masked.content.sum())])
     return batch
-
-
-def micro_batch_iterator(dataset, cfg: LumosConfig, vocab: LumosVocab, schedule: SampleSchedule,
-                         dp_rank: int, start_iteration: int, num_microbatches: int,
-                         device: torch.device, cp_rank: int = 0) -> Iterator[Dict[str, torch.Tensor]]:
-    """Endless iterator over this rank's micro-batches (its CP share), from ``start_iteration`` on."""
-    iteration = start_iteration
-    while True:
-        for micro in range(num_microbatches):
-            indices = schedule.indices(iteration, micro, dp_rank)
-            batch = training_batch([dataset[i] for i in indices], indices, iteration, cfg, vocab)
-            batch = slice_batch_for_cp(batch, cfg.parallel.context_parallel_size, cp_rank)
-            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        iteration += 1

@@ -16,22 +16,23 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 
 from lumos_megatron.checkpoint.state import TrainProgress
-from lumos_megatron.config.loader import ConfigError, dump_config
+from lumos_megatron.config.loader import dump_config
 from lumos_megatron.config.validate import check_runtime_support, resolved_train_iters
 from lumos_megatron.config.schema import LumosConfig
-from lumos_megatron.data.mock import MockVideoDataset
+from lumos_megatron.data.sources import build_sample_streams
 from lumos_megatron.models.layer_spec import build_transformer_config
 from lumos_megatron.models.lumos_model import build_model_chunks
 from lumos_megatron.platform.distributed import init_distributed
 from lumos_megatron.platform.parallel import (
     initialize_parallel_state,
     is_last_rank,
-    num_microbatches,
     resolve_layout,
     seed_model_parallel_rng,
 )
 from lumos_megatron.scaling.flops import device_peak_tflops, step_flops
-from lumos_megatron.training.batch import SampleSchedule, micro_batch_iterator
+from lumos_megatron.training.evaluation import Evaluator
+from lumos_megatron.training.report_reduction import reduce_reports
+from lumos_megatron.training.feed import DataFeed
 from lumos_megatron.training.optim import attach_schedule_hooks, build_optimizer, build_scheduler, wrap_ddp
 from lumos_megatron.training.reporting import IterationStats, Reporter, peak_memory_gb
 from lumos_megatron.training.signals import StopMonitor, TrainingDiverged
@@ -41,27 +42,6 @@ from lumos_megatron.vocab import LumosVocab
 
 def _check_supported(cfg: LumosConfig) -> None:
     check_runtime_support(cfg, training=True)
-    if not cfg.data.mock:
-        raise ConfigError("only mock data is available so far (data.mock=true); indexed datasets "
-                          "arrive with W1.5")
-
-
-def _reduce_reports(loss_reports: List[dict]) -> Dict[str, torch.Tensor]:
-    """Sum every report (``lm loss`` [sum, tokens], ``frame loss`` [K, 2], ``mask ratio``
-    [masked, maskable]) over micro-batches and over the DP(+CP) group (last stage only)."""
-    totals: Dict[str, torch.Tensor] = {}
-    for report in loss_reports:
-        for key, value in report.items():
-            value = value.detach().to("cpu", torch.float64)
-            totals[key] = totals[key] + value if key in totals else value
-    if totals and parallel_state.get_data_parallel_world_size(with_context_parallel=True) > 1:
-        group = parallel_state.get_data_parallel_group(with_context_parallel=True)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        for key in sorted(totals):  # same order on every rank
-            value = totals[key].to(device)
-            dist.all_reduce(value, group=group)
-            totals[key] = value.cpu()
-    return totals
 
 
 def _extra_scalars(totals: Dict[str, torch.Tensor]) -> Dict[str, float]:
@@ -128,7 +108,6 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
     seed_model_parallel_rng(cfg.train.seed)
 
     vocab = LumosVocab(vocab_size=cfg.model.vocab_size)
-    dataset = MockVideoDataset(cfg, vocab)
     config = build_transformer_config(cfg)
     chunks = wrap_ddp(cfg, config, build_model_chunks(cfg, config))
     optimizer = build_optimizer(cfg, chunks)
@@ -138,30 +117,32 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
     save = _checkpoint_hooks(cfg, layout, chunks, optimizer, scheduler)
 
     train_iters = resolved_train_iters(cfg)
-    gbs = cfg.train.global_batch_size
-    micro = num_microbatches(cfg, layout)
-    schedule = SampleSchedule(gbs, cfg.train.micro_batch_size, layout.dp,
-                              base_iteration=progress.iteration, base_samples=progress.consumed_samples)
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     dp_rank = parallel_state.get_data_parallel_rank()
     cp_rank = parallel_state.get_context_parallel_rank()
-    iterators = [micro_batch_iterator(dataset, cfg, vocab, schedule, dp_rank, progress.iteration, micro,
-                                      device, cp_rank)
-                 for _ in chunks]
+    feed = DataFeed(cfg, vocab, build_sample_streams(cfg, vocab, "train"), layout.dp, dp_rank, cp_rank,
+                    device, base_iteration=progress.iteration,
+                    base_samples=progress.stream_samples or {"video": progress.consumed_samples})
     step_func = partial(forward_step, report_frames=cfg.ardf.report_frames if cfg.ardf.enabled else 0)
     last_stage = parallel_state.is_pipeline_last_stage(ignore_virtual=True)
     reporting = is_last_rank()
     peak_tflops, peak_source = device_peak_tflops(cfg.logging.peak_tflops) if reporting else (None, "")
-    reporter = Reporter(active=reporting, train_iters=train_iters, global_batch_size=gbs,
+    reporter = Reporter(active=reporting, train_iters=train_iters, global_batch_size=cfg.train.global_batch_size,
                         log_interval=cfg.logging.log_interval,
                         tensorboard_dir=cfg.logging.tensorboard_dir,
                         world_size=layout.world_size, peak_tflops=peak_tflops)
+    evaluator = Evaluator(cfg, vocab, chunks, layout, dp_rank, cp_rank, device, step_func, reporter) \
+        if cfg.train.eval_interval > 0 else None
     if reporter.active:
         print(f"lumos_megatron: MFU relative to {peak_source}"
               + (f" ({peak_tflops:.3g} TFLOP/s per device)" if peak_tflops else ""), flush=True)
         print(f"lumos_megatron: world {layout.world_size} = TP {layout.tp} x PP {layout.pp} x CP "
-              f"{layout.cp} x DP {layout.dp} (VPP {layout.vpp or 1}), {micro} micro-batches of "
-              f"{cfg.train.micro_batch_size} per step, launcher {env.launcher}", flush=True)
+              f"{layout.cp} x DP {layout.dp} (VPP {layout.vpp or 1}), launcher {env.launcher}", flush=True)
+        for s in feed.plan.streams.values():
+            print(f"lumos_megatron: {s.name} steps: {s.num_microbatches(layout.dp)} micro-batches of "
+                  f"{s.micro_batch_size} x DP {layout.dp} = {s.global_batch_size} samples, padded to "
+                  f"<= {s.seq_length} tokens" + (f"; cycle {'/'.join(feed.plan.cycle)}"
+                                                  if len(feed.plan.cycle) > 1 else ""), flush=True)
 
     for chunk in chunks:
         chunk.train()
@@ -172,20 +153,24 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
         for chunk in chunks:
             chunk.zero_grad_buffer()
         optimizer.zero_grad()
-        reports = run_forward_backward(step_func, chunks, iterators, cfg, micro)
+        step = feed.step(iteration)
+        gbs = step.stream.global_batch_size
+        reports = run_forward_backward(step_func, chunks, [step.make_iterator() for _ in chunks], cfg,
+                                       step.num_microbatches, seq_length=step.seq_length,
+                                       micro_batch_size=step.stream.micro_batch_size)
         update_ok, grad_norm, _ = optimizer.step()
         scheduler.step(increment=gbs)
-        progress = TrainProgress(iteration + 1, progress.consumed_samples + gbs)
+        progress = TrainProgress(iteration + 1, progress.consumed_samples + gbs, feed.consumed_after(iteration))
         extra: Dict[str, float] = {}
         model_flops = 0.0
         if last_stage:
-            totals = _reduce_reports(reports)
+            totals = reduce_reports(reports)
             loss_sum, tokens = totals["lm loss"].tolist()
             extra = _extra_scalars(totals)
             if "attention pairs" in totals:
                 # Every CP rank reports its whole sample's pairs: the DP x CP sum counts them CP times.
                 pairs = float(totals["attention pairs"].sum()) / layout.cp
-                model_flops = step_flops(cfg, gbs * cfg.data.seq_length, pairs, tokens).total
+                model_flops = step_flops(cfg, gbs * step.seq_length, pairs, tokens).total
         else:
             loss_sum, tokens = float("nan"), 0.0
         lm_loss = loss_sum / max(tokens, 1.0)
@@ -200,9 +185,10 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
             grad_norm=grad_norm,
             skipped=not update_ok,
             extra=extra,
-            tokens=gbs * cfg.data.seq_length,
+            tokens=gbs * step.seq_length,
             model_flops=model_flops,
             memory_gb=peak_memory_gb() if reporter.active else 0.0,
+            global_batch_size=gbs,
         ))
         decision = monitor.decide(lm_loss if last_stage else None, grad_norm)
         if decision.nonfinite:
@@ -210,6 +196,8 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
             raise TrainingDiverged(
                 f"lm loss or grad norm is NaN/Inf at iteration {progress.iteration}; stopping without "
                 "saving (lower train.lr, raise warmup, or resume from the last checkpoint)")
+        if evaluator is not None and progress.iteration % cfg.train.eval_interval == 0:
+            evaluator.run(progress)
         interval = cfg.checkpoint.save_interval
         if save and interval and progress.iteration % interval == 0:
             save(progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ class IterationStats:
     """Model FLOPs of the whole step (``scaling.step_flops``), 0 when not counted."""
     memory_gb: float = 0.0
     """Peak device memory (GPU) or resident set (CPU) of the reporting process, GiB."""
+    global_batch_size: int = 0
+    """Samples of this step (joint training: the image or video step's); 0 = the run's."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def format_log_line(stats: IterationStats, train_iters: int, global_batch_size: 
         f" consumed samples: {stats.consumed_samples:12d} |"
         f" elapsed time per iteration (ms): {stats.elapsed_ms:.1f} |"
         + perf + f" learning rate: {stats.lr:.6E} |"
-        f" global batch size: {global_batch_size:5d} |"
+        f" global batch size: {stats.global_batch_size or global_batch_size:5d} |"
         f" lm loss: {stats.lm_loss:.6E} |"
         f" loss tokens: {stats.loss_tokens:8d} |"
         f" grad norm: {grad} |"
@@ -137,6 +140,22 @@ class Reporter:
             for name, value in scalars.items():
                 self._writer.add_scalar(name, value, stats.iteration)
                 self._writer.add_scalar(f"{name} vs samples", value, stats.consumed_samples)
+
+    def log_evaluation(self, iteration: int, consumed_samples: int, losses: Dict[str, float]) -> None:
+        """Megatron's validation block (``lm loss`` value and PPL, plus per-stream losses in
+        joint training) and the ``lm loss validation`` scalars."""
+        if not self.active:
+            return
+        text = " | ".join(f"{name} value: {value:.6E} | {name} PPL: {math.exp(min(value, 700.0)):.6E}"
+                          for name, value in losses.items())
+        line = f" validation loss at iteration {iteration} | {text} |"
+        bar = "-" * len(line)
+        print(f"{bar}\n{line}\n{bar}", flush=True)
+        if self._writer is not None:
+            for name, value in losses.items():
+                self._writer.add_scalar(f"{name} validation", value, iteration)
+                self._writer.add_scalar(f"{name} validation vs samples", value, consumed_samples)
+                self._writer.add_scalar(f"{name} validation ppl", math.exp(min(value, 700.0)), iteration)
 
     def close(self) -> None:
         """Flush TensorBoard and print the run summary."""

@@ -59,15 +59,17 @@ def forward_step(data_iterator, model, report_frames: int = 0):
 
 
 def run_forward_backward(step_func, chunks, iterators, cfg, num_microbatches: int,
-                         forward_only: bool = False):
+                         forward_only: bool = False, seq_length: Optional[int] = None,
+                         micro_batch_size: Optional[int] = None):
     """One global batch through megatron's schedule (1F1B, interleaved with VPP chunks);
-    returns the per-micro-batch reports of the last stage."""
+    returns the per-micro-batch reports of the last stage. ``seq_length``/``micro_batch_size``
+    (default: the config's) are the step's padded shape, which sizes pipeline p2p tensors."""
     return get_forward_backward_func()(
         forward_step_func=step_func,
         data_iterator=iterators if len(iterators) > 1 else iterators[0],
         model=chunks if len(chunks) > 1 else chunks[0],
         num_microbatches=num_microbatches,
-        seq_length=cfg.data.seq_length,
-        micro_batch_size=cfg.train.micro_batch_size,
+        seq_length=seq_length or cfg.data.seq_length,
+        micro_batch_size=micro_batch_size or cfg.train.micro_batch_size,
         forward_only=forward_only,
     )

@@ -79,7 +79,9 @@ class VideoLayout:
 
 def _as_1d_long(tokens: TokenSeq, what: str) -> torch.Tensor:
     """Convert a list/tensor of ids to a CPU 1-D long tensor, rejecting non-integer input."""
-    t = torch.as_tensor(tokens)
+    # An empty list would become a float tensor: it is an empty id list.
+    t = torch.as_tensor(tokens, dtype=torch.long) if isinstance(tokens, (list, tuple)) and not tokens \
+        else torch.as_tensor(tokens)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise ValueError(f"{what} must hold integer token ids, got dtype {t.dtype}")
     if t.dim() != 1:
@@ -109,7 +111,10 @@ def build_video_sample(
     ``duration = fps = 1``.
     """
     text = _as_1d_long(text_ids, "text_ids")
-    bad = (text < 0) | (text >= vocab.text_vocab_size)
+    # The frames/fps placeholders (above the text range) stay in stored prompts: they are filled
+    # at training time, once the kept frame count is known (spec §4, step 1).
+    placeholder = (text == vocab.frames_placeholder) | (text == vocab.fps_placeholder)
+    bad = ((text < 0) | (text >= vocab.text_vocab_size)) & ~placeholder
     for sid in vocab.structural_ids:
         bad |= text == sid
     if bool(bad.any()):

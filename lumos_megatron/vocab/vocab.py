@@ -20,6 +20,8 @@ from typing import Union
 
 import torch
 
+from .text_ids import TextIdMap, build_text_id_map
+
 #: Label value that the loss ignores (PyTorch cross-entropy convention, used by the official labels).
 IGNORE_INDEX = -100
 
@@ -35,6 +37,15 @@ _SPECIAL_FIELDS = (
     "mask",
     "video_start",
     "video_end",
+)
+
+# Transient prompt placeholder fields; exempt from the special-id collision checks (see below).
+_PLACEHOLDER_FIELDS = (
+    "image_placeholder",
+    "video_placeholder",
+    "resolution_placeholder",
+    "frames_placeholder",
+    "fps_placeholder",
 )
 
 
@@ -64,6 +75,14 @@ class LumosVocab:
     # Size tokens count frame height/width in units of 32 px; one latent token covers 8 px.
     grid_px: int = 32
     latent_px: int = 8
+    # Transient prompt ids (spec §1.1): the official text processor appends these five added tokens
+    # after the 65,536 Chameleon ids, so they collide with visual codes 0..4 on purpose. They only
+    # occur in pre-tokenized text before the first video start and are replaced before the model.
+    image_placeholder: int = 65536
+    video_placeholder: int = 65537
+    resolution_placeholder: int = 65538
+    frames_placeholder: int = 65539
+    fps_placeholder: int = 65540
 
     def __post_init__(self) -> None:
         """Validate ranges and collisions; raise ValueError on an inconsistent vocabulary."""
@@ -115,6 +134,21 @@ class LumosVocab:
         # right-padding would create fake frames / video boundaries.
         if self.pad != self.bos and self.pad in seen:
             raise ValueError(f"pad id {self.pad} collides with special id {seen[self.pad]}")
+        # Placeholders may equal visual ids (they are transient) but never a text id, otherwise a
+        # real text token would be taken for a placeholder and replaced.
+        placeholders: dict[int, str] = {}
+        for name in _PLACEHOLDER_FIELDS:
+            pid = getattr(self, name)
+            if pid < self.text_vocab_size:
+                raise ValueError(
+                    f"placeholder id {name}={pid} must be >= text_vocab_size "
+                    f"({self.text_vocab_size}): ids below it are text ids"
+                )
+            if pid in placeholders:
+                raise ValueError(
+                    f"placeholder ids collide: {placeholders[pid]} and {name} are both {pid}"
+                )
+            placeholders[pid] = name
 
     # ------------------------------------------------------------------ visual codebook
     @property
@@ -217,3 +251,12 @@ class LumosVocab:
     def structural_ids(self) -> tuple[int, ...]:
         """Ids that delimit the video/frame structure and may therefore not appear in prompt text."""
         return (self.frame_start, self.frame_end, self.video_start, self.video_end)
+
+    def text_id_map(self, tokenizer_size: int) -> TextIdMap:
+        """Bijection between a foreign tokenizer's ids ``[0, tokenizer_size)`` and Lumos text ids.
+
+        Foreign ids fill the free text ids in ascending order, skipping every reserved id
+        (:func:`~lumos_megatron.vocab.text_ids.reserved_text_ids`); ValueError if the tokenizer
+        has more ids than the text range can hold. The Chameleon tokenizer needs no map.
+        """
+        return build_text_id_map(self, tokenizer_size)

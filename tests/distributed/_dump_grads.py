@@ -73,17 +73,16 @@ def run_layout(out_path: Path, overrides: List[str]) -> None:
     from megatron.core import parallel_state
 
     from lumos_megatron.config import parse_cli
-    from lumos_megatron.data.mock import MockVideoDataset
     from lumos_megatron.models.layer_spec import build_transformer_config
     from lumos_megatron.models.lumos_model import build_model_chunks
     from lumos_megatron.platform.distributed import init_distributed
     from lumos_megatron.platform.parallel import (
         initialize_parallel_state,
-        num_microbatches,
         resolve_layout,
         seed_model_parallel_rng,
     )
-    from lumos_megatron.training.batch import SampleSchedule, micro_batch_iterator
+    from lumos_megatron.data.sources import build_sample_streams
+    from lumos_megatron.training.feed import DataFeed
     from lumos_megatron.training.optim import attach_schedule_hooks, build_optimizer, wrap_ddp
     from lumos_megatron.training.step import forward_step, run_forward_backward
     from lumos_megatron.vocab import LumosVocab
@@ -99,16 +98,15 @@ def run_layout(out_path: Path, overrides: List[str]) -> None:
     chunks = wrap_ddp(cfg, config, build_model_chunks(cfg, config))
     # The optimizer is never stepped; it supplies the loss-scale hook training uses.
     attach_schedule_hooks(config, chunks, build_optimizer(cfg, chunks))
-    micro = num_microbatches(cfg, layout)
-    schedule = SampleSchedule(cfg.train.global_batch_size, cfg.train.micro_batch_size, layout.dp)
-    iterators = [micro_batch_iterator(MockVideoDataset(cfg, vocab), cfg, vocab, schedule,
-                                      parallel_state.get_data_parallel_rank(), 0, micro,
-                                      torch.device("cpu"), parallel_state.get_context_parallel_rank())
-                 for _ in chunks]
+    feed = DataFeed(cfg, vocab, build_sample_streams(cfg, vocab), layout.dp,
+                    parallel_state.get_data_parallel_rank(), parallel_state.get_context_parallel_rank(),
+                    torch.device("cpu"))
+    step = feed.step(0)
+    iterators = [step.make_iterator() for _ in chunks]
     for chunk in chunks:
         chunk.train()
         chunk.zero_grad_buffer()
-    run_forward_backward(forward_step, chunks, iterators, cfg, micro)
+    run_forward_backward(forward_step, chunks, iterators, cfg, step.num_microbatches)
 
     grads = _local_full_gradients(chunks, config.gated_linear_unit)
     # After the TP gather every TP/CP/DP replica of a stage holds the same full tensors; one

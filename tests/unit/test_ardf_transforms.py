@@ -75,3 +75,33 @@ def test_ardf_batch_pads_masks_and_rejects_overlong_samples():
     cfg.data.seq_length = 50
     with pytest.raises(ValueError, match="sample 10 has"):
         ardf_batch(samples, [10, 11], 0, cfg, VOCAB)
+
+
+@pytest.mark.parametrize("frames,expected", [
+    # 7 kept latent frames: "24 frames at 12 frames per second" (spec §1.3).
+    (22, ([16401, 16403], [16400, 16401])),
+    # Images: "1 frames at 1 frames per second".
+    (1, ([16400], [16400])),
+])
+def test_prepare_sample_fills_the_prompt_placeholders_from_the_final_prefix(frames, expected):
+    cfg = LumosConfig()
+    cfg.ardf.cfg_drop_prob = 0.0
+    text = (101, VOCAB.frames_placeholder, 102, VOCAB.fps_placeholder, 103)
+    duration, fps = (7, 12) if frames > 1 else (1, 1)
+    tokens, labels = prepare_sample(*sample(frames, duration, fps, text), cfg, VOCAB, 0, 0)
+    frames_ids, fps_ids = expected
+    assert tokens[1:6 + len(frames_ids) + len(fps_ids) - 2].tolist() == [
+        101, *frames_ids, 102, *fps_ids, 103]
+    start = int((tokens == VOCAB.video_start).nonzero()[0])
+    assert (labels[:start] == -100).all()
+    # The video part is untouched by the fill: it still parses, with the visual ids 65539/65540.
+    assert len(parse_layout(tokens, VOCAB).frames) == min(frames, 7)
+
+
+def test_number_writer_of_another_tokenizer_is_used():
+    cfg = LumosConfig()
+    cfg.ardf.cfg_drop_prob = 0.0
+    text = (101, VOCAB.frames_placeholder, VOCAB.fps_placeholder)
+    tokens, _ = prepare_sample(*sample(9, 7, 12, text), cfg, VOCAB, 0, 0,
+                               number_ids=lambda n: [20000 + n])
+    assert tokens[1:4].tolist() == [101, 20024, 20012]

@@ -48,7 +48,7 @@ def test_flex_batch_carries_a_block_mask_equal_to_the_dense_mask():
 
 
 def test_flex_mask_moves_with_its_segment_ids():
-    # What micro_batch_iterator does to every batch value; BlockMask.to alone would take neither
+    # What DataFeed does to every batch value; BlockMask.to alone would take neither
     # non_blocking nor the tensor the mask_mod closes over. 'meta' stands in for a second device.
     batch = _inputs("flex", lumos_batch())
     moved = {k: v.to("meta", non_blocking=True) for k, v in batch.items()}["attention_mask"]
@@ -59,17 +59,16 @@ def test_flex_mask_moves_with_its_segment_ids():
     assert torch.equal(same.to_dense(), batch["attention_mask"].to_dense())
 
 
-def test_micro_batch_iterator_delivers_the_block_mask():
-    from lumos_megatron.data.mock import MockVideoDataset
+def test_data_feed_delivers_the_block_mask():
+    from lumos_megatron.data.sources import build_sample_streams
     from lumos_megatron.models.attention.flex import FrameCausalBlockMask
-    from lumos_megatron.training.batch import SampleSchedule, micro_batch_iterator
+    from lumos_megatron.training.feed import DataFeed
 
     def first_batch(backend):
         cfg = parse_cli(["--config", str(TINY_RECIPE), f"model.attention_backend={backend}"])
         vocab = LumosVocab(vocab_size=cfg.model.vocab_size)
-        schedule = SampleSchedule(cfg.train.global_batch_size, cfg.train.micro_batch_size, 1)
-        return next(micro_batch_iterator(MockVideoDataset(cfg, vocab), cfg, vocab, schedule, 0, 0,
-                                         1, torch.device("cpu")))
+        feed = DataFeed(cfg, vocab, build_sample_streams(cfg, vocab), 1, 0, 0, torch.device("cpu"))
+        return next(feed.step(0).make_iterator())
 
     sdpa, flex = first_batch("sdpa"), first_batch("flex")
     mask = flex["attention_mask"]
