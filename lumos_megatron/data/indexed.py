@@ -138,16 +138,20 @@ class PretokenizedDataset:
         self._meta: List[List[str]] = []
         self._offsets = [0]
         for prefix in prefixes:
-            shard = IndexedDataset(prefix)
             meta_path = prefix + ".meta.jsonl"
             with open(meta_path, encoding="utf-8") as f:
                 lines = f.read().splitlines()
+            if not lines and os.path.getsize(prefix + ".bin") == 0:
+                continue  # every input of this shard was skipped
+            shard = IndexedDataset(prefix)
             if len(lines) != len(shard):
                 raise ValueError(f"{meta_path} has {len(lines)} lines but {prefix}.idx has {len(shard)} "
                                  "samples; the shard is damaged, re-run pre-tokenization")
             self._shards.append(shard)
             self._meta.append(lines)
             self._offsets.append(self._offsets[-1] + len(shard))
+        if not self._shards:
+            raise FileNotFoundError(f"{path}: every shard is empty (all inputs were skipped; see skipped.jsonl)")
         self._lengths = np.concatenate([s.sequence_lengths for s in self._shards]).astype(np.int64)
 
     def __len__(self) -> int:
