@@ -165,6 +165,19 @@ class DataConfig:
     video_iters_per_image_iter: int = 1
     """Joint training: video steps after each image step (official --video_iter_per_img_iter 1:
     image, video, image, video, ...)."""
+    streaming_manifest: Optional[str] = None
+    """Streaming mode: decode and tokenize this manifest's videos inside the loader (GPU) instead of
+    reading pre-tokenized shards; needs video_tokenizer and text_tokenizer."""
+    video_tokenizer: Optional[str] = None
+    """Streaming mode: video tokenizer spec (cosmos:DIR or fsq:CKPT.pt, as tools/pretokenize.py)."""
+    text_tokenizer: Optional[str] = None
+    """Streaming mode: text tokenizer spec (hf:tokenizer.json or sp:MODEL.model)."""
+    media_fps: float = 12.0
+    """Streaming mode: sampled frame rate (official 12)."""
+    media_duration: float = 2.0
+    """Streaming mode: seconds per clip (2 s at 12 fps = the 7 latent frames training keeps)."""
+    media_resolution: int = 256
+    """Streaming mode: crop-size target (256 → 320x192, 352 → 448x256, 528 → 672x384 for 16:9)."""
     pad_to_multiple: Optional[int] = None
     """Pad each step to the smallest multiple of this that holds its longest sample (capped at
     the stream's seq_length) instead of always to seq_length. Every rank derives the same length

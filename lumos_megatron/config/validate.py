@@ -164,8 +164,9 @@ def _train_data_problems(cfg: LumosConfig) -> List[str]:
             out.append(f"data.mock_grid={d.mock_grid} must be two multiples of 4 (32-px size tokens)")
         if d.mock_frames < 1 or d.mock_text_tokens < 0:
             out.append("data.mock_frames must be >= 1 and data.mock_text_tokens >= 0")
-    elif not d.data_path:
-        out.append("data.data_path is empty and data.mock is false: nothing to train on")
+    elif not d.data_path and not d.streaming_manifest:
+        out.append("data.data_path is empty, data.streaming_manifest unset and data.mock false: "
+                   "nothing to train on")
     out += _data_plan_problems(cfg)
     c = cfg.checkpoint
     if c.save_interval < 0:

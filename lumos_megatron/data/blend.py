@@ -81,7 +81,8 @@ class ShuffledSplit:
         self.seed, self.salt, self.shuffle = seed, salt, shuffle
         self._epoch, self._perm = -1, None
 
-    def _index(self, k: int) -> int:
+    def source_index(self, k: int) -> int:
+        """Index into the dataset of stream position ``k``."""
         epoch, pos = divmod(int(k), self.size)
         if not self.shuffle:
             return self.start + pos
@@ -91,7 +92,7 @@ class ShuffledSplit:
         return self.start + int(self._perm[pos])
 
     def __getitem__(self, k: int):
-        return self.dataset[self._index(k)]
+        return self.dataset[self.source_index(k)]
 
     @property
     def number_ids(self):
@@ -100,7 +101,7 @@ class ShuffledSplit:
 
     def sample_length(self, k: int, max_latent_frames: Optional[int] = None) -> int:
         """Length of the sample at position ``k`` (no read; see the dataset's ``sample_length``)."""
-        return self.dataset.sample_length(self._index(k), max_latent_frames)
+        return self.dataset.sample_length(self.source_index(k), max_latent_frames)
 
 
 class BlendedStream:

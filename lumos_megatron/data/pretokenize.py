@@ -60,37 +60,46 @@ _WORKER: Dict[str, object] = {}
 
 def _init_worker(settings: PretokenizeSettings, worker_id: Optional[int] = None) -> None:
     """Load the tokenizers once per process (each worker on its own GPU when there are several)."""
-    from lumos_megatron.tokenizers.text import load_text_tokenizer
-    from lumos_megatron.tokenizers.video.spec import load_video_tokenizer
-
     if worker_id is None:
         identity = mp.current_process()._identity
         worker_id = identity[0] - 1 if identity else 0
     device = None
     if torch.cuda.is_available():
         device = torch.device("cuda", worker_id % torch.cuda.device_count())
+    _WORKER.update(encoding_context(settings, device))
+
+
+def encoding_context(settings: PretokenizeSettings, device=None) -> Dict[str, object]:
+    """Settings, vocabulary and loaded tokenizers that ``encode_entry`` works with."""
+    from lumos_megatron.tokenizers.text import load_text_tokenizer
+    from lumos_megatron.tokenizers.video.spec import load_video_tokenizer
+
     vocab = LumosVocab(vocab_size=settings.vocab_size)
-    _WORKER.update(settings=settings, vocab=vocab,
-                   text=load_text_tokenizer(settings.text_tokenizer, vocab),
-                   video=load_video_tokenizer(settings.video_tokenizer, device=device))
+    return {"settings": settings, "vocab": vocab,
+            "text": load_text_tokenizer(settings.text_tokenizer, vocab),
+            "video": load_video_tokenizer(settings.video_tokenizer, device=device)}
 
 
-def encode_entry(entry: ManifestEntry) -> Tuple[torch.Tensor, Dict[str, object]]:
-    """One manifest row → (Lumos token ids, sidecar metadata). Raises ``MediaError`` /
-    ``CaptionError`` / ``ValueError`` for an input to skip."""
+def encode_entry(entry: ManifestEntry, context: Optional[Dict[str, object]] = None
+                 ) -> Tuple[torch.Tensor, Dict[str, object]]:
+    """One manifest row → (Lumos token ids, sidecar metadata), with the tokenizers and settings
+    of ``context`` (default: this worker's). Raises ``MediaError`` / ``CaptionError`` /
+    ``ValueError`` for an input to skip. Also the per-sample path of streaming training."""
     from lumos_megatron.data.video import load_media
     from lumos_megatron.tokenizers.text import build_prompt_ids, validate_caption
 
-    s: PretokenizeSettings = _WORKER["settings"]  # type: ignore[assignment]
-    vocab: LumosVocab = _WORKER["vocab"]  # type: ignore[assignment]
+    ctx = context if context is not None else _WORKER
+    s: PretokenizeSettings = ctx["settings"]  # type: ignore[assignment]
+    vocab: LumosVocab = ctx["vocab"]  # type: ignore[assignment]
+    video = ctx["video"]
     caption = validate_caption(entry.caption)
     media = load_media(entry.path, fps=s.fps, duration=s.duration, resolution=s.resolution,
                        sampling=s.sampling, backend=s.backend)
-    codes = _WORKER["video"].encode(media.frames)  # type: ignore[attr-defined]
+    codes = video.encode(media.frames)  # type: ignore[attr-defined]
     if int(codes.max()) >= vocab.num_visual_codes:
-        raise ValueError(f"the video tokenizer's codebook ({_WORKER['video'].codebook_size}) does not fit "  # type: ignore[attr-defined]
+        raise ValueError(f"the video tokenizer's codebook ({video.codebook_size}) does not fit "  # type: ignore[attr-defined]
                          f"the vocabulary's {vocab.num_visual_codes} visual codes")
-    prompt = build_prompt_ids(caption, media.width, media.height, _WORKER["text"], vocab)
+    prompt = build_prompt_ids(caption, media.width, media.height, ctx["text"], vocab)
     # build_video_sample adds BOS and the separator itself.
     tokens, _ = build_video_sample(torch.tensor(prompt[1:-1], dtype=torch.long), codes,
                                    int(round(media.duration)), int(round(media.fps)), vocab)

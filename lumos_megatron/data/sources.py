@@ -1,6 +1,6 @@
 """The sample streams a run reads: ``video`` (always; all data when not joint) and ``image``
-(joint image+video training), for the train or valid split, from mock data or pre-tokenized
-dataset directories blended by weight."""
+(joint image+video training), for the train or valid split, from mock data, pre-tokenized
+dataset directories blended by weight, or (streaming mode) a manifest decoded on the fly."""
 
 from __future__ import annotations
 
@@ -55,7 +55,12 @@ def build_sample_streams(cfg: LumosConfig, vocab: LumosVocab, split: str = "trai
             streams[IMAGE] = MockVideoDataset(cfg, vocab, frames=1, split=split,
                                               seq_length=image_seq_length(cfg))
         return streams
-    streams[VIDEO] = _blend(d.data_path, cfg, vocab, split, salt=0)
+    if d.streaming_manifest:
+        from lumos_megatron.data.streaming import StreamingVideoSource
+
+        streams[VIDEO] = StreamingVideoSource(cfg, vocab, split)
+    else:
+        streams[VIDEO] = _blend(d.data_path, cfg, vocab, split, salt=0)
     if d.image_data_path:
         streams[IMAGE] = _blend(d.image_data_path, cfg, vocab, split, salt=1)
     return streams
