@@ -18,6 +18,10 @@ pass (DALI builds its pipeline then). Rows, all measured in this run:
 
 ``ratio`` = frames/s of the row / frames/s of PyAV on the same files. Times are the median of
 ``--repeats`` passes.
+
+A second table measures pre-tokenization samples/s (``data.pretokenize.encode_entry``: decode 2 s
+at 12 fps, crop to the 256 staircase, encode with the built-in FSQ tokenizer at its default width,
+build the Lumos sequence) per backend on the same files, with PyAV as the baseline again.
 """
 
 from __future__ import annotations
@@ -161,6 +165,57 @@ def run(args: argparse.Namespace, names: Sequence[str], workdir: Path, use_cuda:
               f"{result['fps']:>9.1f} | {ratio:>5.2f}x |", flush=True)
     if not dali_available():
         print("# DALI not importable: DALI rows skipped (pip install nvidia-dali-cuda120)")
+    pretokenize_table(plan, workdir, use_cuda, repeats)
+
+
+def pretokenize_table(plan, workdir: Path, use_cuda: bool, repeats: int) -> None:
+    """Samples/s of the whole pre-tokenization path per (files, backend) row of ``plan``."""
+    import torch
+
+    from lumos_megatron.data.manifest import ManifestEntry
+    from lumos_megatron.data.pretokenize import PretokenizeSettings, encode_entry, encoding_context
+    from lumos_megatron.data.video import MediaError
+    from lumos_megatron.tokenizers.text.toy import write_toy_bpe_tokenizer
+    from lumos_megatron.tokenizers.video.fsq_model import FSQVideoAutoencoder
+    from lumos_megatron.tokenizers.video.fsq_tokenizer import save_fsq_checkpoint
+
+    torch.manual_seed(0)
+    fsq = save_fsq_checkpoint(workdir / "fsq.pt", FSQVideoAutoencoder())
+    text = write_toy_bpe_tokenizer(["a video clip"], workdir / "tokenizer.json")
+    print(f"\n# pre-tokenization (decode + crop 256 + FSQ encode on {'cuda' if use_cuda else 'cpu'} + layout)")
+    header = f"| {'files':<16} | {'backend':<8} | {'samples':>7} | {'seconds':>8} | {'samples/s':>9} | {'ratio':>6} |"
+    print(header)
+    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+    baselines: Dict[str, float] = {}
+    for group, paths, backend in plan:
+        settings = PretokenizeSettings(manifest="", output="", video_tokenizer=f"fsq:{fsq}",
+                                       text_tokenizer=f"hf:{text}", backend=backend)
+        context = encoding_context(settings, "cuda" if use_cuda else "cpu")
+        entries = [ManifestEntry(i, p, "a video clip") for i, p in enumerate(paths)]
+
+        def one_pass() -> int:
+            done = 0
+            for entry in entries:
+                try:
+                    encode_entry(entry, context)
+                    done += 1
+                except MediaError:  # a clip shorter than 2 s
+                    pass
+            return done
+
+        samples = one_pass()  # warm-up (DALI pipelines, allocator)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            one_pass()
+            times.append(time.perf_counter() - start)
+        seconds = statistics.median(times)
+        rate = samples / seconds if seconds > 0 else 0.0
+        if backend == "pyav":
+            baselines[group] = rate
+        ratio = rate / baselines[group] if baselines.get(group) else float("nan")
+        print(f"| {group:<16} | {backend:<8} | {samples:>7} | {seconds:>8.3f} | {rate:>9.2f} | {ratio:>5.2f}x |",
+              flush=True)
 
 
 if __name__ == "__main__":
