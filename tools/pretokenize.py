@@ -24,7 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output", required=True, help="dataset directory (also what --data-path takes)")
     p.add_argument("--video-tokenizer", default=None,
                    help="cosmos:DIR (encoder.jit/decoder.jit of Cosmos DV4x8x8) or fsq:CKPT.pt "
-                        "(tools/train_video_tokenizer.py)")
+                        "(tools/train_video_tokenizer.py); default: an UNTRAINED FSQ tokenizer "
+                        "(seed 0, saved in --output), only good for smoke-testing the pipeline")
     p.add_argument("--text-tokenizer", default=None,
                    help="hf:tokenizer.json (Chameleon's, as Lumos-1) or sp:MODEL.model; default: a "
                         "sentencepiece model trained on the manifest's captions, saved in --output")
@@ -46,23 +47,30 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from lumos_megatron.data.manifest import ManifestError, read_manifest
-    from lumos_megatron.data.pretokenize import PretokenizeSettings, default_text_tokenizer, pretokenize
+    from lumos_megatron.data.pretokenize import (
+        PretokenizeSettings,
+        default_text_tokenizer,
+        default_video_tokenizer,
+        pretokenize,
+    )
 
-    if not args.video_tokenizer:
-        print("pretokenize: pass --video-tokenizer cosmos:DIR (Cosmos DV4x8x8 TorchScript files) or "
-              "fsq:CKPT.pt (train one with tools/train_video_tokenizer.py)", file=sys.stderr)
-        return 2
     if args.workers < 1 or args.shard_size < 1:
         print("pretokenize: --workers and --shard-size must be >= 1", file=sys.stderr)
         return 2
     try:
-        text = args.text_tokenizer
-        if not text:
+        text, video = args.text_tokenizer, args.video_tokenizer
+        if not text or not video:
+            entries = read_manifest(args.manifest)
             os.makedirs(args.output, exist_ok=True)
-            text = default_text_tokenizer(read_manifest(args.manifest), args.output)
+        if not text:
+            text = default_text_tokenizer(entries, args.output)
+        if not video:
+            video = default_video_tokenizer(args.output)
+            print(f"pretokenize: no --video-tokenizer: using an untrained FSQ tokenizer ({video}); its codes "
+                  "carry no meaning, so train on them only to test the pipeline", file=sys.stderr)
         settings = PretokenizeSettings(
             manifest=os.path.abspath(args.manifest), output=args.output,
-            video_tokenizer=args.video_tokenizer, text_tokenizer=text, fps=args.fps,
+            video_tokenizer=video, text_tokenizer=text, fps=args.fps,
             duration=args.duration, resolution=args.resolution, sampling=args.sampling,
             backend=args.backend, shard_size=args.shard_size, vocab_size=args.vocab_size)
         counts = pretokenize(settings, workers=args.workers, progress=not args.no_progress)

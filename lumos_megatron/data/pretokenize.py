@@ -179,6 +179,22 @@ def default_text_tokenizer(entries: Sequence[ManifestEntry], output: str, vocab_
     return "sp:" + path
 
 
+def default_video_tokenizer(output: str) -> str:
+    """Spec of an untrained FSQ video tokenizer (seed 0, ``DIR/video_tokenizer_untrained.pt``;
+    reused when present): lets the pipeline run end to end without weights. Its codes are not
+    meaningful; real runs pass Cosmos or a trained FSQ checkpoint."""
+    from lumos_megatron.tokenizers.video.fsq_model import FSQVideoAutoencoder
+    from lumos_megatron.tokenizers.video.fsq_tokenizer import save_fsq_checkpoint
+
+    path = os.path.join(output, "video_tokenizer_untrained.pt")
+    if not os.path.exists(path):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = FSQVideoAutoencoder()
+        save_fsq_checkpoint(path, model)
+    return "fsq:" + path
+
+
 def _merge_skipped(output: str, shards: int) -> int:
     records = []
     for shard in range(shards):

@@ -146,3 +146,15 @@ def test_killed_run_resumes_to_the_same_dataset(tmp_path, media, fsq_checkpoint)
 def test_unusable_arguments_exit_2(tmp_path, fsq_checkpoint):
     proc = _run(tmp_path / "nope.csv", tmp_path / "out", f"fsq:{fsq_checkpoint}", check=False)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_defaults_run_without_any_tokenizer_argument(tmp_path, media):
+    manifest = _manifest(tmp_path / "m.jsonl", [(media["good"][0], CAPTIONS[0]), (media["image"], CAPTIONS[1])])
+    cmd = [sys.executable, str(TOOL), "--manifest", str(manifest), "--output", str(tmp_path / "out"),
+           "--resolution", "64", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "untrained FSQ tokenizer" in proc.stderr
+    assert "2 samples in 1 shards" in proc.stdout
+    assert (tmp_path / "out" / "skipped.jsonl").read_text() == ""
+    assert (tmp_path / "out" / "text_tokenizer.model").exists()
