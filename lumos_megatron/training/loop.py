@@ -16,7 +16,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 
 from lumos_megatron.checkpoint.state import TrainProgress
-from lumos_megatron.config.loader import dump_config
+from lumos_megatron.config.loader import ConfigError, dump_config
 from lumos_megatron.config.validate import check_runtime_support, resolved_train_iters
 from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.data.sources import build_sample_streams
@@ -120,9 +120,12 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     dp_rank = parallel_state.get_data_parallel_rank()
     cp_rank = parallel_state.get_context_parallel_rank()
-    feed = DataFeed(cfg, vocab, build_sample_streams(cfg, vocab, "train"), layout.dp, dp_rank, cp_rank,
-                    device, base_iteration=progress.iteration,
-                    base_samples=progress.stream_samples or {"video": progress.consumed_samples})
+    try:
+        feed = DataFeed(cfg, vocab, build_sample_streams(cfg, vocab, "train"), layout.dp, dp_rank, cp_rank,
+                        device, base_iteration=progress.iteration,
+                        base_samples=progress.stream_samples or {"video": progress.consumed_samples})
+    except (FileNotFoundError, ValueError) as err:  # unusable data: every rank sees the same
+        raise ConfigError(f"training data: {err}") from err
     step_func = partial(forward_step, report_frames=cfg.ardf.report_frames if cfg.ardf.enabled else 0)
     last_stage = parallel_state.is_pipeline_last_stage(ignore_virtual=True)
     reporting = is_last_rank()
@@ -131,8 +134,12 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
                         log_interval=cfg.logging.log_interval,
                         tensorboard_dir=cfg.logging.tensorboard_dir,
                         world_size=layout.world_size, peak_tflops=peak_tflops)
-    evaluator = Evaluator(cfg, vocab, chunks, layout, dp_rank, cp_rank, device, step_func, reporter) \
-        if cfg.train.eval_interval > 0 else None
+    evaluator = None
+    if cfg.train.eval_interval > 0:
+        try:
+            evaluator = Evaluator(cfg, vocab, chunks, layout, dp_rank, cp_rank, device, step_func, reporter)
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(f"validation data (train.eval_interval > 0): {err}") from err
     if reporter.active:
         print(f"lumos_megatron: MFU relative to {peak_source}"
               + (f" ({peak_tflops:.3g} TFLOP/s per device)" if peak_tflops else ""), flush=True)

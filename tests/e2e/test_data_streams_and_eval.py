@@ -74,3 +74,13 @@ def test_joint_training_resumes_exactly_from_per_stream_sampler_state(tmp_path):
     assert sorted(_losses(second.stdout)) == [4, 5]
     for it, loss in _losses(second.stdout).items():
         assert loss == expected[it], (it, loss, expected[it])
+
+
+def test_missing_dataset_and_empty_validation_split_exit_2_with_one_line(tmp_path):
+    proc = run_train(["--config", str(TINY_RECIPE), "data.mock=false", "--data-path", str(tmp_path / "none")])
+    assert proc.returncode == 2 and "no pre-tokenized dataset" in proc.stderr
+    data = tmp_path / "data"
+    _write_dataset(data, 10)
+    proc = run_train(["--config", str(TINY_RECIPE), "data.mock=false", "--data-path", str(data),
+                      "--split", "100,0,0", "--eval-interval", "1"])
+    assert proc.returncode == 2 and "valid split is empty" in proc.stderr
