@@ -1,1 +1,2 @@
-"""Data: mock Lumos samples (now); decoding, pre-tokenization and indexed datasets (W1.5)."""
+"""Data: decoding (``video``), manifests and pre-tokenization, indexed-dataset shards, blends and
+splits, the sample streams a run reads (pre-tokenized, streaming or mock), and collation."""
