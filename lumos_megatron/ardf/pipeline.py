@@ -26,9 +26,6 @@ def _fill_prompt_numbers(tokens: torch.Tensor, labels: torch.Tensor, vocab: Lumo
     starts = (tokens == vocab.video_start).nonzero()
     if not starts.numel():
         return tokens, labels
-    text = tokens[: int(starts[0])]
-    if not bool(((text == vocab.frames_placeholder) | (text == vocab.fps_placeholder)).any()):
-        return tokens, labels
     first = int(starts[0])
     duration = vocab.size_value(int(tokens[first + 1]))
     fps = vocab.size_value(int(tokens[first + 2]))

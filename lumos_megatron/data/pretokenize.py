@@ -110,7 +110,9 @@ def encode_entry(entry: ManifestEntry, context: Optional[Dict[str, object]] = No
     return tokens, meta
 
 
-def _skip_record(entry: ManifestEntry, error: Exception) -> Dict[str, object]:
+def skip_record(entry: ManifestEntry, error: Exception) -> Dict[str, object]:
+    """The ``skipped.jsonl`` line of an input that failed with ``error`` (its ``reason`` when it
+    has one, else ``corrupt``)."""
     reason = getattr(error, "reason", None) or "corrupt"
     detail = getattr(error, "detail", None) or str(error)
     return {"path": entry.path, "reason": reason, "detail": detail, "row": entry.index}
@@ -131,11 +133,9 @@ def process_shard(job: Tuple[int, Sequence[ManifestEntry]]) -> Tuple[int, int, i
         for entry in entries:
             try:
                 tokens, meta = encode_entry(entry)
-            except (MediaError, CaptionError) as e:
-                skipped.append(_skip_record(entry, e))
-                continue
-            except (ValueError, RuntimeError) as e:  # e.g. a frame size the tokenizer rejects
-                skipped.append({"path": entry.path, "reason": "corrupt", "detail": str(e), "row": entry.index})
+            # ValueError/RuntimeError: e.g. a frame size the tokenizer rejects ("corrupt").
+            except (MediaError, CaptionError, ValueError, RuntimeError) as e:
+                skipped.append(skip_record(entry, e))
                 continue
             writer.add(tokens, meta)
         tmp = prefix + ".tmp.skipped.jsonl"
@@ -211,12 +211,14 @@ def pretokenize(settings: PretokenizeSettings, workers: int = 1, progress: bool 
     """Run (or resume) pre-tokenization; returns counts ``{samples, skipped, shards}``."""
     from tqdm import tqdm
 
+    from lumos_megatron.tokenizers.text import load_text_tokenizer
+
     entries = read_manifest(settings.manifest)
     os.makedirs(settings.output, exist_ok=True)
-    _init_worker(settings, worker_id=0)
-    text = _WORKER["text"]
-    numbers = [list(text.encode_number(n)) for n in range(NUMBER_TABLE_SIZE)]  # type: ignore[attr-defined]
-    _check_or_write_info(settings, numbers)
+    # The main process needs only the text tokenizer (for the number table); the video tokenizer
+    # is loaded where samples are encoded.
+    text = load_text_tokenizer(settings.text_tokenizer, LumosVocab(vocab_size=settings.vocab_size))
+    _check_or_write_info(settings, [list(text.encode_number(n)) for n in range(NUMBER_TABLE_SIZE)])
 
     size = settings.shard_size
     jobs = [(k, entries[k * size:(k + 1) * size]) for k in range(-(-len(entries) // size))]
@@ -225,6 +227,8 @@ def pretokenize(settings: PretokenizeSettings, workers: int = 1, progress: bool 
     bar = tqdm(total=len(entries), initial=len(entries) - sum(len(j[1]) for j in pending),
                unit="sample", desc="pre-tokenizing", disable=not progress)
     if workers <= 1 or len(pending) <= 1:
+        if pending:
+            _init_worker(settings, worker_id=0)
         for job in pending:
             process_shard(job)
             bar.update(len(job[1]))

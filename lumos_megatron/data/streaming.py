@@ -36,12 +36,9 @@ class _ManifestRows:
         self.path = context["settings"].manifest
         self._reported: set = set()
 
-    def __len__(self) -> int:
-        return len(self.entries)
-
     def encode(self, index: int) -> Optional[Tuple[torch.Tensor, Dict]]:
         """Encoded sample of row ``index``, or None (reported once) when it must be skipped."""
-        from lumos_megatron.data.pretokenize import encode_entry
+        from lumos_megatron.data.pretokenize import encode_entry, skip_record
         from lumos_megatron.data.video import MediaError
         from lumos_megatron.tokenizers.text import CaptionError
 
@@ -51,8 +48,9 @@ class _ManifestRows:
         except (MediaError, CaptionError, ValueError) as e:
             if entry.path not in self._reported:
                 self._reported.add(entry.path)
-                reason = getattr(e, "reason", "corrupt")
-                print(f"lumos_megatron: streaming skips {entry.path} ({reason}): {e}", file=sys.stderr, flush=True)
+                record = skip_record(entry, e)
+                print(f"lumos_megatron: streaming skips {entry.path} ({record['reason']}): {record['detail']}",
+                      file=sys.stderr, flush=True)
             return None
 
 

@@ -55,6 +55,7 @@ class Evaluator:
         for chunk in self.chunks:
             chunk.eval()
         sums: Dict[str, list] = {}
+        joint = len(self.feed.plan.streams) > 1
         try:
             for j in self._iterations():
                 step = self.feed.step(j)
@@ -66,15 +67,14 @@ class Evaluator:
                 if not parallel_state.is_pipeline_last_stage(ignore_virtual=True):
                     continue
                 loss_sum, tokens = reduce_reports(reports)["lm loss"].tolist()
-                for key in ("lm loss", f"lm loss {step.stream.name}"):
+                keys = ["lm loss"] + ([f"lm loss {step.stream.name}"] if joint else [])
+                for key in keys:
                     total = sums.setdefault(key, [0.0, 0.0])
                     total[0] += loss_sum
                     total[1] += tokens
         finally:
             for chunk in self.chunks:
                 chunk.train()
-        if len(self.feed.plan.streams) == 1:
-            sums = {k: v for k, v in sums.items() if k == "lm loss"}
         return {k: s / max(n, 1.0) for k, (s, n) in sums.items()}
 
     def run(self, progress: TrainProgress) -> Dict[str, float]:

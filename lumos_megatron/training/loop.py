@@ -123,7 +123,7 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
     try:
         feed = DataFeed(cfg, vocab, build_sample_streams(cfg, vocab, "train"), layout.dp, dp_rank, cp_rank,
                         device, base_iteration=progress.iteration,
-                        base_samples=progress.stream_samples or {"video": progress.consumed_samples})
+                        base_samples=progress.stream_samples)
     except (FileNotFoundError, ValueError) as err:  # unusable data: every rank sees the same
         raise ConfigError(f"training data: {err}") from err
     step_func = partial(forward_step, report_frames=cfg.ardf.report_frames if cfg.ardf.enabled else 0)

@@ -77,13 +77,14 @@ class VideoLayout:
         return len(self.frames)
 
 
-def _as_1d_long(tokens: TokenSeq, what: str) -> torch.Tensor:
-    """Convert a list/tensor of ids to a CPU 1-D long tensor, rejecting non-integer input."""
+def as_token_ids(tokens: TokenSeq, what: str) -> torch.Tensor:
+    """Convert a list/tensor of ids to a CPU 1-D long tensor; ValueError (naming ``what``) for
+    non-integer or non-1-D input."""
     # An empty list would become a float tensor: it is an empty id list.
     t = torch.as_tensor(tokens, dtype=torch.long) if isinstance(tokens, (list, tuple)) and not tokens \
         else torch.as_tensor(tokens)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"{what} must hold integer token ids, got dtype {t.dtype}")
+        raise ValueError(f"{what} must hold integer ids, got dtype {t.dtype}")
     if t.dim() != 1:
         raise ValueError(f"{what} must be 1-D, got shape {tuple(t.shape)}")
     return t.detach().to("cpu", torch.long)
@@ -110,7 +111,7 @@ def build_video_sample(
     token for the whole assistant turn (9004 … 9005, 8710). Images are 1-frame videos with
     ``duration = fps = 1``.
     """
-    text = _as_1d_long(text_ids, "text_ids")
+    text = as_token_ids(text_ids, "text_ids")
     # The frames/fps placeholders (above the text range) stay in stored prompts: they are filled
     # at training time, once the kept frame count is known (spec §4, step 1).
     placeholder = (text == vocab.frames_placeholder) | (text == vocab.fps_placeholder)
@@ -178,7 +179,7 @@ def unconditional(
     if isinstance(labels, LumosVocab) and vocab is None:
         labels, vocab = None, labels
     vocab = vocab if vocab is not None else LumosVocab()
-    tok = _as_1d_long(tokens, "tokens")
+    tok = as_token_ids(tokens, "tokens")
     hits = (tok == vocab.video_start).nonzero()
     if hits.numel() == 0:
         raise ValueError(
@@ -187,7 +188,7 @@ def unconditional(
     first = int(hits[0])
     if labels is None:
         return tok[first:].clone(), None
-    lab = _as_1d_long(labels, "labels")
+    lab = as_token_ids(labels, "labels")
     if lab.numel() != tok.numel():
         raise ValueError(f"labels length {lab.numel()} != tokens length {tok.numel()}")
     return tok[first:].clone(), lab[first:].clone()
@@ -245,7 +246,7 @@ def parse_layout(
     """
     if isinstance(tokens_1d, torch.Tensor) and tokens_1d.dim() == 2 and tokens_1d.shape[0] == 1:
         tokens_1d = tokens_1d[0]  # tolerate a batch of one
-    tok = _as_1d_long(tokens_1d, "tokens")
+    tok = as_token_ids(tokens_1d, "tokens")
     where = _where(sample_index)
     n = tok.numel()
     starts = (tok == vocab.frame_start).nonzero().flatten().tolist()

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lumos_megatron.config import ConfigError, parse_cli
+from lumos_megatron.data.indexed import labels_for
 from lumos_megatron.models.recompute import (
     RecomputedTransformerLayer,
     layers_to_recompute,
@@ -29,9 +30,7 @@ def _loss_and_grads(cfg):
     samples = []
     for row in tokens:
         length = int((row != VOCAB.pad).nonzero().max()) + 1
-        labels = row[:length].clone()
-        labels[: int((row == VOCAB.video_start).nonzero()[0])] = -100
-        samples.append((row[:length].clone(), labels))
+        samples.append((row[:length].clone(), labels_for(row[:length], VOCAB)))
     batch = training_batch(samples, [0, 1], 0, cfg, VOCAB)
     model = build_model_chunks(cfg)[0]
     model.train()

@@ -152,20 +152,25 @@ def run(args: argparse.Namespace, names: Sequence[str], workdir: Path, use_cuda:
 
     print(f"# decode throughput, {datetime.date.today()}: {machine_line(use_cuda)}")
     print(f"# files: {', '.join(names)}; repeats {repeats}; VP9 in {workdir}")
-    header = f"| {'files':<16} | {'backend':<8} | {'frames':>6} | {'seconds':>8} | {'frames/s':>9} | {'ratio':>6} |"
-    print(header)
-    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+    print_header("frames", "frames/s")
     baselines: Dict[str, float] = {}
     for group, paths, backend in plan:
         result = time_group(paths, backend, repeats)
         if backend == "pyav":
             baselines[group] = result["fps"]
         ratio = result["fps"] / baselines[group]
-        print(f"| {group:<16} | {backend:<8} | {result['frames']:>6} | {result['seconds']:>8.3f} | "
+        print(f"| {group:<16} | {backend:<8} | {result['frames']:>7} | {result['seconds']:>8.3f} | "
               f"{result['fps']:>9.1f} | {ratio:>5.2f}x |", flush=True)
     if not dali_available():
         print("# DALI not importable: DALI rows skipped (pip install nvidia-dali-cuda120)")
     pretokenize_table(plan, workdir, use_cuda, repeats)
+
+
+def print_header(count: str, rate: str) -> None:
+    """Markdown header of a (files, backend, count, seconds, rate, ratio) table."""
+    header = f"| {'files':<16} | {'backend':<8} | {count:>7} | {'seconds':>8} | {rate:>9} | {'ratio':>6} |"
+    print(header)
+    print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
 
 
 def pretokenize_table(plan, workdir: Path, use_cuda: bool, repeats: int) -> None:
@@ -183,9 +188,7 @@ def pretokenize_table(plan, workdir: Path, use_cuda: bool, repeats: int) -> None
     fsq = save_fsq_checkpoint(workdir / "fsq.pt", FSQVideoAutoencoder())
     text = write_toy_bpe_tokenizer(["a video clip"], workdir / "tokenizer.json")
     print(f"\n# pre-tokenization (decode + crop 256 + FSQ encode on {'cuda' if use_cuda else 'cpu'} + layout)")
-    header = f"| {'files':<16} | {'backend':<8} | {'samples':>7} | {'seconds':>8} | {'samples/s':>9} | {'ratio':>6} |"
-    print(header)
-    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+    print_header("samples", "samples/s")
     baselines: Dict[str, float] = {}
     for group, paths, backend in plan:
         settings = PretokenizeSettings(manifest="", output="", video_tokenizer=f"fsq:{fsq}",

@@ -7,25 +7,15 @@ as the official ``replace_with_multiple`` does; the video itself is never touche
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 import torch
 
 from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
+from lumos_megatron.vocab.layout import TokenSeq, as_token_ids
 from lumos_megatron.vocab.text_ids import chameleon_number_ids, reserved_text_ids
 
-TokenSeq = Union[torch.Tensor, Sequence[int]]
 NumberIds = Callable[[int], Sequence[int]]
-
-
-def _as_1d_long(x: TokenSeq, what: str) -> torch.Tensor:
-    """A 1-D long CPU tensor of ``x``; ValueError for non-integer or non-1-D input."""
-    t = torch.as_tensor(x)
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"{what} must hold integer ids, got dtype {t.dtype}")
-    if t.dim() != 1:
-        raise ValueError(f"{what} must be 1-D, got shape {tuple(t.shape)}")
-    return t.to("cpu", torch.long)
 
 
 def _number_tensor(n: int, what: str, number_ids: NumberIds, vocab: LumosVocab) -> torch.Tensor:
@@ -63,8 +53,8 @@ def fill_placeholders(
     """
     vocab = vocab if vocab is not None else LumosVocab()
     number_ids = number_ids if number_ids is not None else chameleon_number_ids
-    tok = _as_1d_long(tokens, "tokens")
-    lab = None if labels is None else _as_1d_long(labels, "labels")
+    tok = as_token_ids(tokens, "tokens")
+    lab = None if labels is None else as_token_ids(labels, "labels")
     if lab is not None and lab.numel() != tok.numel():
         raise ValueError(f"labels length {lab.numel()} != tokens length {tok.numel()}")
 
