@@ -113,6 +113,8 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{path}: expected a number, got {value!r}") from None
+    if origin is typing.Literal:  # a choice: kept as given; validate_config names the choices
+        return _coerce(value, type(args[0]), path)
     if hint is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{path}: expected a string, got {value!r}")

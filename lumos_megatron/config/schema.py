@@ -1,14 +1,23 @@
 """Typed configuration schema: one dataclass per concern, one docstring per field.
 
-The string literal under each field is its documentation (``describe_fields`` reads it back for
-``--help-config``). Defaults give the reason for their value where it is not obvious. Cross-field
-consistency is checked in ``lumos_megatron.config.validate``.
+The string literal under each field is its documentation (a test checks every field has one).
+Defaults give the reason for their value where it is not obvious. Fields with a fixed set of
+values are typed ``Literal[...]`` (the attention backends' names come from their registry);
+``lumos_megatron.config.validate`` checks those choices and cross-field consistency.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Literal, Optional
+
+from lumos_megatron.models.attention.backends import backend_names
+from lumos_megatron.models.rope_variants import RopeVariant
+
+AttentionBackendName = Literal[backend_names()]
+"""A registered attention backend (``models.attention.backends``)."""
+RecomputeGranularity = Literal["full", "selective"]
+Precision = Literal["fp32", "bf16"]
 
 
 @dataclass
@@ -34,7 +43,7 @@ class ModelConfig:
     RoPE is not scaled."""
     rotary_base: float = 10000.0
     """RoPE theta (the official class default; read rope_theta from an imported checkpoint)."""
-    rope_variant: str = "mm_rope"
+    rope_variant: RopeVariant = "mm_rope"
     """Rotary variant: '1d' (plain RoPE), 'mm_rope' (interleaved 3D MM-RoPE) or '3d_contiguous'
     (3D RoPE without meta-groups, for the paper's ablation)."""
     norm_epsilon: float = 1e-5
@@ -51,14 +60,14 @@ class ModelConfig:
     """Residual dropout (official: 0)."""
     add_bias_linear: bool = False
     """Biases on q/k/v/o and MLP projections (official attention_bias = mlp_bias = False)."""
-    attention_backend: str = "sdpa"
+    attention_backend: AttentionBackendName = "sdpa"
     """Core attention implementation: 'sdpa' (torch SDPA with a dense boolean mask; CPU and GPU,
     the only one that trains on CPU and the one context parallelism uses), 'flex' (FlexAttention
     with a frame-causal block mask that skips empty tiles; trains on CUDA, forward-only on CPU) or
     'te_bias' (TransformerEngine fused attention with the mask as a post-scale bias; needs TE)."""
     tie_embeddings: bool = False
     """Share the input embedding and the LM head. Lumos-1 unties them."""
-    recompute_granularity: Optional[str] = None
+    recompute_granularity: Optional[RecomputeGranularity] = None
     """Activation recompute: None (keep all activations), 'full' (recompute whole decoder layers
     in backward; the official recipe does this on every layer) or 'selective' (recompute only the
     core attention, whose activations grow with s^2 on the SDPA math path). Non-reentrant, so it
@@ -131,7 +140,7 @@ class TrainConfig:
     eval_iters: int = 1
     """Global batches per evaluation (Megatron --eval-iters). The same validation samples and
     AR-DF masks are used at every evaluation, so the curve compares like with like."""
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     """'fp32' or 'bf16' (bf16 weights with fp32 master weights; GPU)."""
 
 

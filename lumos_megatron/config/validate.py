@@ -1,21 +1,44 @@
 """Cross-field checks of a ``LumosConfig`` that do not depend on the world size.
 
-Checks that need the number of processes (DP size, batch divisibility) live in
-``lumos_megatron.platform.parallel.resolve_layout``.
+Checks that need the number of processes (DP size) live in
+``lumos_megatron.platform.parallel.resolve_layout``; both use the same rules (batch split and
+sequence-length divisor from ``platform.parallel``, head-dim rule from ``models.rope_variants``,
+attention backends from their registry, the text range from ``LumosVocab``).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional
+import dataclasses
+import typing
+from typing import List
 
 from lumos_megatron.config.loader import ConfigError
 from lumos_megatron.config.schema import LumosConfig
+from lumos_megatron.models.attention.backends import attention_backend, backend_names
+from lumos_megatron.models.rope_variants import ROPE_VARIANTS, head_dim_problem
+from lumos_megatron.platform.parallel import (
+    LayoutError,
+    microbatches_per_step,
+    sequence_length_divisor,
+)
 
-ROPE_VARIANTS = ("1d", "mm_rope", "3d_contiguous")
-ATTENTION_BACKENDS = ("sdpa", "flex", "te_bias")
-PRECISIONS = ("fp32", "bf16")
-# Ids below this are text; the unified vocabulary must hold at least one visual code above it.
-TEXT_VOCAB_SIZE = 65536
+
+def _choice_problems(cfg: LumosConfig) -> List[str]:
+    """Every ``Literal[...]``-typed field must hold one of its choices."""
+    out = []
+    for section in dataclasses.fields(cfg):
+        value_section = getattr(cfg, section.name)
+        for name, hint in typing.get_type_hints(type(value_section)).items():
+            args = typing.get_args(hint)
+            if typing.get_origin(hint) is typing.Union:  # Optional[Literal[...]]
+                if getattr(value_section, name) is None:
+                    continue
+                hint = next(a for a in args if a is not type(None))
+            if typing.get_origin(hint) is typing.Literal:
+                value = getattr(value_section, name)
+                if value not in typing.get_args(hint):
+                    out.append(f"{section.name}.{name}={value!r}; choose one of {typing.get_args(hint)}")
+    return out
 
 
 def head_dim(cfg: LumosConfig) -> int:
@@ -43,25 +66,23 @@ def _model_problems(cfg: LumosConfig) -> List[str]:
             f"model.num_attention_heads={m.num_attention_heads} is not a multiple of "
             f"model.num_query_groups={groups}"
         )
-    if m.vocab_size <= TEXT_VOCAB_SIZE:
+    from lumos_megatron.vocab import LumosVocab
+
+    text_ids = LumosVocab.visual_offset  # ids below it are text; at least one visual code above
+    if m.vocab_size <= text_ids:
         out.append(f"model.vocab_size={m.vocab_size} leaves no visual codes above the text range "
-                   f"({TEXT_VOCAB_SIZE} ids)")
-    if m.rope_variant not in ROPE_VARIANTS:
-        out.append(f"model.rope_variant={m.rope_variant!r}; choose one of {ROPE_VARIANTS}")
-    elif m.rope_variant != "1d" and head_dim(cfg) % 32:
-        out.append(f"model.rope_variant={m.rope_variant!r} needs a head dim that is a multiple of 32 "
-                   f"(got {head_dim(cfg)})")
-    if m.attention_backend not in ATTENTION_BACKENDS:
-        out.append(f"model.attention_backend={m.attention_backend!r}; choose one of {ATTENTION_BACKENDS}")
-    elif m.attention_backend != "sdpa" and p.context_parallel_size > 1:
-        out.append(
-            f"model.attention_backend={m.attention_backend!r} does not support context parallelism "
-            f"(CP={p.context_parallel_size}): the all-gather-KV CP attention runs on SDPA; set "
-            "model.attention_backend=sdpa or parallel.context_parallel_size=1"
-        )
-    if m.recompute_granularity not in (None, "full", "selective"):
-        out.append(f"model.recompute_granularity={m.recompute_granularity!r}; choose null, 'full' or "
-                   "'selective'")
+                   f"({text_ids} ids)")
+    if m.rope_variant in ROPE_VARIANTS:  # an unknown name is a choice problem
+        rope = head_dim_problem(head_dim(cfg), m.rope_variant)
+        if rope:
+            out.append(f"model.rope_variant={m.rope_variant!r}: {rope}")
+    if m.attention_backend in backend_names() and p.context_parallel_size > 1:
+        if not attention_backend(m.attention_backend).supports_context_parallel:
+            cp_capable = [n for n in backend_names() if attention_backend(n).supports_context_parallel]
+            out.append(
+                f"model.attention_backend={m.attention_backend!r} does not support context "
+                f"parallelism (CP={p.context_parallel_size}); set model.attention_backend="
+                f"{' or '.join(cp_capable)} or parallel.context_parallel_size=1")
     if m.recompute_num_layers is not None and (m.recompute_num_layers < 0
                                                or m.recompute_granularity != "full"):
         out.append(f"model.recompute_num_layers={m.recompute_num_layers} needs "
@@ -135,17 +156,17 @@ def _train_data_problems(cfg: LumosConfig) -> List[str]:
     out = []
     if t.micro_batch_size < 1 or t.global_batch_size < 1:
         out.append("train.micro_batch_size and train.global_batch_size must be >= 1")
-    elif t.global_batch_size % t.micro_batch_size:
-        out.append(f"train.global_batch_size={t.global_batch_size} is not a multiple of "
-                   f"train.micro_batch_size={t.micro_batch_size}")
+    else:
+        try:
+            microbatches_per_step(t.global_batch_size, t.micro_batch_size, 1, what="train steps")
+        except LayoutError as err:
+            out.append(str(err))
     if t.train_iters < 0:
         out.append(f"train.train_iters must be >= 0 (got {t.train_iters})")
     if t.train_samples is not None and t.train_samples < 1:
         out.append(f"train.train_samples must be >= 1 (got {t.train_samples})")
     if t.exit_duration_in_mins is not None and t.exit_duration_in_mins <= 0:
         out.append(f"train.exit_duration_in_mins must be > 0 (got {t.exit_duration_in_mins})")
-    if t.precision not in PRECISIONS:
-        out.append(f"train.precision={t.precision!r}; choose one of {PRECISIONS}")
     if t.lr < 0 or t.min_lr < 0 or t.min_lr > t.lr:
         out.append(f"need 0 <= train.min_lr <= train.lr (got lr={t.lr}, min_lr={t.min_lr})")
     if d.seq_length < 2:
@@ -153,12 +174,9 @@ def _train_data_problems(cfg: LumosConfig) -> List[str]:
     if d.seq_length > cfg.model.max_position_embeddings:
         out.append(f"data.seq_length={d.seq_length} exceeds model.max_position_embeddings="
                    f"{cfg.model.max_position_embeddings}")
-    if p.sequence_parallel and d.seq_length % p.tensor_model_parallel_size:
-        out.append(f"data.seq_length={d.seq_length} is not divisible by TP="
-                   f"{p.tensor_model_parallel_size} (sequence parallel)")
-    if p.context_parallel_size > 1 and d.seq_length % (2 * p.context_parallel_size):
-        out.append(f"data.seq_length={d.seq_length} is not divisible by 2 x CP="
-                   f"{2 * p.context_parallel_size} (load-balanced context parallel)")
+    divisor, why = sequence_length_divisor(p)
+    if d.seq_length % divisor:
+        out.append(f"data.seq_length={d.seq_length} is not a multiple of {divisor} = {why}")
     if d.mock:
         if len(d.mock_grid) != 2 or any(g < 4 or g % 4 for g in d.mock_grid):
             out.append(f"data.mock_grid={d.mock_grid} must be two multiples of 4 (32-px size tokens)")
@@ -208,33 +226,8 @@ def resolved_train_iters(cfg: LumosConfig) -> int:
 def runtime_problems(cfg: LumosConfig, training: bool = True) -> List[str]:
     """What this machine lacks for ``cfg`` (kept apart from ``validate_config``, which must
     accept a recipe written on a laptop for a GPU cluster)."""
-    import torch
-
-    backend = cfg.model.attention_backend
-    out = []
-    if backend == "flex" and training and not torch.cuda.is_available():
-        out.append(
-            f"model.attention_backend='flex' cannot train without CUDA: FlexAttention has no CPU "
-            f"backward (torch {torch.__version__}); train with model.attention_backend=sdpa on "
-            "CPU (flex runs forward-only there)"
-        )
-    if backend == "te_bias":
-        problem = transformer_engine_problem()
-        if problem:
-            out.append(problem)
-    return out
-
-
-def transformer_engine_problem() -> Optional[str]:
-    """One line saying why ``transformer_engine.pytorch`` cannot be imported, or None if it can."""
-    try:
-        import transformer_engine.pytorch  # noqa: F401
-    except Exception as err:  # ImportError, or OSError/RuntimeError from a broken CUDA stack
-        reason = (str(err).splitlines() or [""])[0]
-        return ("model.attention_backend='te_bias' needs TransformerEngine, which cannot be "
-                f"imported here ({type(err).__name__}: {reason}); install it on a CUDA machine "
-                "with `pip install -e '.[te]'`, or use model.attention_backend=sdpa (flex on GPU)")
-    return None
+    problem = attention_backend(cfg.model.attention_backend).runtime_problem(training)
+    return [problem] if problem else []
 
 
 def check_runtime_support(cfg: LumosConfig, training: bool = True) -> None:
@@ -246,7 +239,7 @@ def check_runtime_support(cfg: LumosConfig, training: bool = True) -> None:
 
 def validate_config(cfg: LumosConfig) -> None:
     """Raise ``ConfigError`` listing every inconsistent value (one per line)."""
-    problems = (_parallel_problems(cfg) + _model_problems(cfg) + _train_data_problems(cfg)
-                + _ardf_problems(cfg))
+    problems = (_choice_problems(cfg) + _parallel_problems(cfg) + _model_problems(cfg)
+                + _train_data_problems(cfg) + _ardf_problems(cfg))
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))

@@ -41,7 +41,7 @@ def _blend(paths, cfg: LumosConfig, vocab: LumosVocab, split: str, salt: int) ->
     return BlendedStream(parts, weights)
 
 
-def build_sample_streams(cfg: LumosConfig, vocab: LumosVocab, split: str = "train") -> Dict[str, object]:
+def build_data_streams(cfg: LumosConfig, vocab: LumosVocab, split: str = "train") -> Dict[str, object]:
     """``{stream name: indexable source of unpadded (tokens, labels)}`` for ``split``.
 
     Every source also has ``sample_length(k)`` (stored length, no read), used to pick a step's

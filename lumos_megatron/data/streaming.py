@@ -57,6 +57,10 @@ class _ManifestRows:
 class StreamingVideoSource:
     """Endless source of ``(tokens, labels)`` decoded and tokenized on the fly from a manifest."""
 
+    expensive_reads = True
+    """Each read decodes and tokenizes a video: in training, one rank of each tensor(+context)-
+    parallel group reads and shares the samples (``training.sample_broadcast``)."""
+
     def __init__(self, cfg: LumosConfig, vocab: LumosVocab, split: str, device=None):
         from lumos_megatron.data.pretokenize import PretokenizeSettings, encoding_context
 

@@ -1,7 +1,24 @@
-"""Visual cross-entropy: the reference from full logits and the fused chunked vocab-parallel one."""
+"""Visual cross-entropy: the reference from full logits and the fused chunked vocab-parallel one.
 
-from lumos_megatron.losses.fused import fused_visual_cross_entropy, visual_shard
-from lumos_megatron.losses.reference import visual_cross_entropy, visual_rows, visual_token_losses
+``visual_rows`` is the one rule for which positions carry the AR-DF loss. Names are resolved
+lazily so that the reference (pure torch) can be used without loading megatron-core.
+"""
 
-__all__ = ["fused_visual_cross_entropy", "visual_cross_entropy", "visual_rows",
-           "visual_shard", "visual_token_losses"]
+import importlib
+
+_LAZY = {
+    "fused_visual_cross_entropy": "lumos_megatron.losses.fused",
+    "visual_shard": "lumos_megatron.losses.fused",
+    "visual_cross_entropy": "lumos_megatron.losses.reference",
+    "visual_rows": "lumos_megatron.losses.reference",
+    "visual_token_losses": "lumos_megatron.losses.reference",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lumos_megatron.losses' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

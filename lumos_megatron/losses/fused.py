@@ -26,6 +26,7 @@ from megatron.core.tensor_parallel.mappings import (
     gather_from_sequence_parallel_region,
 )
 
+from lumos_megatron.losses.reference import visual_rows
 from lumos_megatron.ops import ce_chunk_backward_, ce_chunk_forward
 from lumos_megatron.vocab import LumosVocab
 
@@ -126,7 +127,7 @@ def fused_visual_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, label
     if labels.shape != (b, s):
         raise ValueError(f"labels {tuple(labels.shape)} do not match hidden states [s={s}, b={b}]")
     flat_labels = labels.t().reshape(-1)  # row r = s_idx * b + b_idx, the hidden layout
-    rows = (flat_labels >= vocab.visual_offset).nonzero().flatten()
+    rows = visual_rows(flat_labels, vocab).nonzero().flatten()
     x = hidden.reshape(s * b, h).index_select(0, rows)
 
     lo, hi, first_class = visual_shard(vocab.vocab_size, vocab.visual_offset, tp_size, tp_rank)

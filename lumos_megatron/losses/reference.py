@@ -1,4 +1,4 @@
-"""Reference visual cross-entropy from full logits (LUMOS_SPEC §4 step 6, the official
+"""Reference visual cross-entropy from full logits (docs/method.md §4 step 6, the official
 ``CEChunked`` + ``train_with_vis_tok`` path).
 
 Rows are the positions whose label is a visual id (``label >= visual_offset``); classes are the
@@ -16,7 +16,8 @@ from lumos_megatron.vocab import LumosVocab
 
 
 def visual_rows(labels: torch.Tensor, vocab: LumosVocab) -> torch.Tensor:
-    """bool mask of the positions that carry visual loss (label is a visual id)."""
+    """bool mask of the positions that carry visual loss (label is a visual id). The one rule:
+    the AR-DF objective, this reference and the fused loss all use it."""
     return labels >= vocab.visual_offset
 
 

@@ -1,4 +1,4 @@
-"""Frame-causal attention mask of Lumos-1 (spec §3), per sample.
+"""Frame-causal attention mask of Lumos-1 (docs/method.md §3), per sample.
 
 Allowed(i → j) = ``j <= i`` OR (``seg(i) ∧ seg(j) ∧ frame_id(i) == frame_id(j)``): text is causal,
 every ``8197 … 8196`` frame block (frame start, size tokens, codes, new-lines, frame end) is fully
@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from lumos_megatron.vocab import LumosVocab, parse_batch
+from typing import Sequence
+
+from lumos_megatron.vocab import LumosVocab, VideoLayout, parse_batch
 
 
 def frame_segment_ids(tokens: torch.Tensor, vocab: LumosVocab) -> torch.Tensor:
@@ -25,14 +27,18 @@ def frame_segment_ids(tokens: torch.Tensor, vocab: LumosVocab) -> torch.Tensor:
     spans its 8197 through its 8196 inclusive. Frames outside the video (when both 9004 and 9005
     are present) and unterminated/malformed blocks raise ValueError naming sample and position.
     """
-    layouts = parse_batch(tokens, vocab)
+    device = tokens.device if isinstance(tokens, torch.Tensor) else torch.device("cpu")
+    return segment_ids_from_layouts(parse_batch(tokens, vocab), device)
+
+
+def segment_ids_from_layouts(layouts: Sequence[VideoLayout], device=None) -> torch.Tensor:
+    """:func:`frame_segment_ids` of already parsed samples (all of one length)."""
     length = layouts[0].length if layouts else 0
     seg = torch.zeros(len(layouts), length, dtype=torch.long)
     for b, layout in enumerate(layouts):
         for fr in layout.frames:
             seg[b, fr.start : fr.end + 1] = fr.index + 1
-    device = tokens.device if isinstance(tokens, torch.Tensor) else torch.device("cpu")
-    return seg.to(device)
+    return seg.to(device or "cpu")
 
 
 def mask_from_segment_ids(segment_ids: torch.Tensor) -> torch.Tensor:
@@ -49,6 +55,20 @@ def mask_from_segment_ids(segment_ids: torch.Tensor) -> torch.Tensor:
     q, k = segment_ids.unsqueeze(2), segment_ids.unsqueeze(1)
     same_frame = (q == k) & (q > 0)
     return causal.unsqueeze(0) | same_frame
+
+
+def allowed_pairs(segment_ids: torch.Tensor) -> torch.Tensor:
+    """float64 [B]: allowed (query, key) pairs of each sample's frame-causal mask, without forming
+    it: the causal pairs plus, per frame block of n tokens, the n(n-1)/2 keys after each query
+    inside the block (what the attention FLOPs count)."""
+    if segment_ids.dim() == 1:
+        segment_ids = segment_ids.unsqueeze(0)
+    length = segment_ids.shape[1]
+    pairs = torch.full((segment_ids.shape[0],), length * (length + 1) / 2, dtype=torch.float64)
+    for b, row in enumerate(segment_ids.cpu()):
+        counts = torch.bincount(row[row > 0]).double()
+        pairs[b] += float((counts * (counts - 1) / 2).sum())
+    return pairs
 
 
 def frame_causal_mask(tokens: torch.Tensor, vocab: LumosVocab) -> torch.Tensor:

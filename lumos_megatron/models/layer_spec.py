@@ -28,27 +28,14 @@ from megatron.core.transformer.transformer_layer import TransformerLayer, Transf
 
 from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.config.validate import head_dim
-from lumos_megatron.models.attention.context_parallel import AllGatherCPCoreAttention
-from lumos_megatron.models.attention.flex import FlexCoreAttention
-from lumos_megatron.models.attention.sdpa import SDPACoreAttention
-from lumos_megatron.models.attention.te_bias import TEBiasCoreAttention
+from lumos_megatron.models.attention.backends import attention_backend
+from lumos_megatron.models.inputs import compute_dtype
 from lumos_megatron.models.norms import HeadSharedLayerNorm, RMSNorm
 from lumos_megatron.models.recompute import (
     RecomputedTransformerLayer,
     layers_to_recompute,
     recomputed_core_attention,
 )
-
-# model.attention_backend → core-attention module. Each expects the attention_mask that
-# training.batch.build_model_inputs builds for the same backend: a dense bool mask (sdpa), a
-# frame-causal BlockMask (flex) or an additive [b,1,s,s] bias (te_bias). TE is imported only
-# when a te_bias module is built.
-CORE_ATTENTION_BACKENDS = {
-    "sdpa": SDPACoreAttention,
-    "flex": FlexCoreAttention,
-    "te_bias": TEBiasCoreAttention,
-}
-
 
 @dataclass
 class LumosTransformerConfig(TransformerConfig):
@@ -61,7 +48,7 @@ class LumosTransformerConfig(TransformerConfig):
 def build_transformer_config(cfg: LumosConfig) -> LumosTransformerConfig:
     """Translate our run config into megatron's TransformerConfig (the only place that does)."""
     m, p = cfg.model, cfg.parallel
-    bf16 = cfg.train.precision == "bf16"
+    bf16 = compute_dtype(cfg) == torch.bfloat16
     return LumosTransformerConfig(
         num_layers=m.num_layers,
         hidden_size=m.hidden_size,
@@ -110,11 +97,10 @@ def lumos_layer_spec(cfg: LumosConfig, recompute_layer: bool = False) -> ModuleS
     ``model.recompute_granularity='selective'`` recomputes the core attention of every layer.
     """
     qk_norm = HeadSharedLayerNorm if cfg.model.qk_layernorm else IdentityOp
-    core_attention = CORE_ATTENTION_BACKENDS[cfg.model.attention_backend]
-    if cfg.parallel.context_parallel_size > 1:
-        # The all-gather-KV CP attention is SDPA-based; config validation rejects the other
-        # backends with CP > 1 rather than silently replacing them here.
-        core_attention = AllGatherCPCoreAttention
+    # The backend's core attention (its context-parallel variant under CP; a backend without one
+    # is rejected by config validation, and raises here, rather than being swapped silently).
+    core_attention = attention_backend(cfg.model.attention_backend).core_attention_module(
+        context_parallel=cfg.parallel.context_parallel_size > 1)
     if cfg.model.recompute_granularity == "selective":
         core_attention = recomputed_core_attention(core_attention)
     return ModuleSpec(

@@ -24,7 +24,7 @@ from lumos_megatron.models.layer_spec import (
     lumos_block_spec,
 )
 from lumos_megatron.models.rotary import LumosRotaryEmbedding
-from lumos_megatron.vocab import LumosVocab
+from lumos_megatron.objective import build_objective
 
 
 class LumosModel(GPTModel):
@@ -34,9 +34,10 @@ class LumosModel(GPTModel):
     masked out) | None, labels=None)`` returns logits ``[b, s, V/tp]`` or, with labels, the
     per-token loss ``[b, s]``; intermediate stages return hidden states.
 
-    With ``cfg.ardf.enabled`` the loss is the AR-DF visual cross-entropy of the fused chunked
-    vocab-parallel path (``losses.fused``): ``labels`` are the unshifted masked labels and no
-    ``[tokens x vocab]`` logits are formed. Without labels (inference) the full logits come out.
+    When the run's objective uses the fused visual loss (AR-DF, ``objective.build_objective``) the
+    loss is the visual cross-entropy of the fused chunked vocab-parallel path (``losses.fused``):
+    ``labels`` are the unshifted masked labels and no ``[tokens x vocab]`` logits are formed.
+    Without labels (inference) the full logits come out.
     """
 
     def __init__(self, cfg: LumosConfig, config: LumosTransformerConfig, pre_process: bool = True,
@@ -58,12 +59,13 @@ class LumosModel(GPTModel):
         self.rotary_pos_emb = LumosRotaryEmbedding(
             head_dim(cfg), base=cfg.model.rotary_base, variant=cfg.model.rope_variant
         )
-        self.visual_loss_vocab = LumosVocab(vocab_size=cfg.model.vocab_size) if cfg.ardf.enabled else None
-        self.loss_chunk_rows = cfg.ardf.loss_chunk_rows
+        objective = build_objective(cfg)
+        self.visual_loss_vocab = objective.vocab if objective.fused_visual_loss else None
+        self.loss_chunk_rows = objective.loss_chunk_rows
 
     def _postprocess(self, hidden_states, labels=None, **kwargs):
         """megatron's post-processing, with output layer + loss replaced by the fused visual CE
-        when training AR-DF (gpt_model.py:685-714 in 0.16.1; see MEGATRON_NOTES §3)."""
+        when training AR-DF (gpt_model.py:685-714 in 0.16.1; see docs/megatron.md §3)."""
         fused = (self.visual_loss_vocab is not None and labels is not None and self.post_process
                  and self.config.mtp_num_layers is None)
         if not fused:

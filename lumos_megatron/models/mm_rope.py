@@ -1,4 +1,4 @@
-"""MM-RoPE (spec §2): per-token 3D position ids and rotary angles for Lumos-1 sequences.
+"""MM-RoPE (docs/method.md §2): per-token 3D position ids and rotary angles for Lumos-1 sequences.
 
 Pure PyTorch (no megatron import) so it can run in the data pipeline and in unit tests.
 
@@ -30,13 +30,12 @@ keep the batch dimension (``B = 1``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
-from lumos_megatron.vocab import LumosVocab, parse_batch
-
-#: Supported RoPE variants (see module docstring).
-VARIANTS = ("mm_rope", "3d_contiguous", "1d")
+from lumos_megatron.models.rope_variants import ROPE_VARIANTS, head_dim_problem
+from lumos_megatron.vocab import LumosVocab, VideoLayout, parse_batch
 
 # Cosmos DV4x8x8 compression ratios; they scale the latent indices before P0 is added (§2.3).
 T_STRIDE = 4
@@ -72,7 +71,12 @@ def mm_rope_positions(tokens: torch.Tensor, vocab: LumosVocab) -> MMRoPEPosition
     inputs (mask id at any content position, new-lines included) give the same ids as clean ones.
     Raises ValueError naming the sample and position on a malformed frame structure.
     """
-    layouts = parse_batch(tokens, vocab)
+    device = tokens.device if isinstance(tokens, torch.Tensor) else torch.device("cpu")
+    return positions_from_layouts(parse_batch(tokens, vocab), device)
+
+
+def positions_from_layouts(layouts: Sequence[VideoLayout], device=None) -> MMRoPEPositions:
+    """:func:`mm_rope_positions` of already parsed samples (all of one length)."""
     bsz = len(layouts)
     length = layouts[0].length if layouts else 0
     text = torch.arange(length, dtype=torch.long).unsqueeze(0).expand(bsz, length).contiguous()
@@ -89,21 +93,14 @@ def mm_rope_positions(tokens: torch.Tensor, vocab: LumosVocab) -> MMRoPEPosition
             thw[1, b, sl] = p0 + H_STRIDE * row
             thw[2, b, sl] = p0 + W_STRIDE * col
             is_visual[b, sl] = True
-    device = tokens.device if isinstance(tokens, torch.Tensor) else torch.device("cpu")
-    return MMRoPEPositions(text, thw, is_visual).to(device)
+    return MMRoPEPositions(text, thw, is_visual).to(device or "cpu")
 
 
 def _check_head_dim(head_dim: int, variant: str) -> None:
-    """Validate ``variant`` and the head-dim constraint it implies."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown RoPE variant {variant!r}; expected one of {VARIANTS}")
-    multiple = {"mm_rope": 32, "3d_contiguous": 16, "1d": 2}[variant]
-    if not isinstance(head_dim, int) or head_dim <= 0 or head_dim % multiple:
-        # mm_rope: d/2 must hold whole 16-frequency meta groups so that (c, c + d/2) share an axis.
-        raise ValueError(
-            f"head_dim must be a positive multiple of {multiple} for RoPE variant {variant!r}, "
-            f"got {head_dim}"
-        )
+    """Validate ``variant`` and the head-dim constraint it implies (``rope_variants``)."""
+    problem = head_dim_problem(head_dim, variant)
+    if problem:
+        raise ValueError(problem)
 
 
 def channel_axes(head_dim: int, variant: str = "mm_rope") -> torch.Tensor:
@@ -148,8 +145,8 @@ def effective_positions(positions: MMRoPEPositions, variant: str = "mm_rope") ->
     explicitly through ``is_visual``); the 1D position everywhere for ``"1d"``. This is the tensor
     to pass through megatron's ``position_ids``.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown RoPE variant {variant!r}; expected one of {VARIANTS}")
+    if variant not in ROPE_VARIANTS:
+        raise ValueError(f"unknown RoPE variant {variant!r}; expected one of {ROPE_VARIANTS}")
     text3 = positions.text.unsqueeze(0).expand_as(positions.thw)
     if variant == "1d":
         return text3.clone()

@@ -8,9 +8,9 @@ of the code asks it for ranks and sizes so that the move to explicit process-gro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
-from lumos_megatron.config.schema import LumosConfig
+from lumos_megatron.config.schema import LumosConfig, ParallelConfig
 
 
 class LayoutError(ValueError):
@@ -28,10 +28,39 @@ class ParallelLayout:
     vpp: Optional[int]
     world_size: int
 
-    @property
-    def num_microbatches_divisor(self) -> int:
-        """Micro-batches per step must be a multiple of this (interleaved 1F1B needs PP)."""
-        return self.pp if self.vpp else 1
+
+def microbatches_per_step(global_batch_size: int, micro_batch_size: int, dp: int, group: int = 1,
+                          what: str = "impossible batch layout") -> int:
+    """Gradient-accumulation micro-batches per optimizer step on each DP rank: the one rule for
+    how a global batch splits. It must be a whole multiple of ``micro_batch_size x dp``, and of
+    ``group`` micro-batches (interleaved 1F1B runs them in groups of PP). Raises
+    :class:`LayoutError` starting with ``what`` otherwise."""
+    if global_batch_size % (micro_batch_size * dp):
+        raise LayoutError(f"{what}: global batch {global_batch_size} is not a multiple of micro batch "
+                          f"{micro_batch_size} x DP={dp}")
+    micro = global_batch_size // (micro_batch_size * dp)
+    if micro % group:
+        raise LayoutError(f"{what}: {micro} micro-batches per step is not a multiple of PP={group}, "
+                          "which the interleaved (VPP) schedule needs")
+    return micro
+
+
+def microbatch_group(p: ParallelConfig) -> int:
+    """Micro-batches per step must be a multiple of this (interleaved 1F1B needs PP)."""
+    return p.pipeline_model_parallel_size if p.virtual_pipeline_model_parallel_size else 1
+
+
+def sequence_length_divisor(p: ParallelConfig) -> Tuple[int, str]:
+    """(what every padded sequence length must be a multiple of, why): sequence parallelism splits
+    it over TP, load-balanced context parallelism into 2 x CP chunks."""
+    divisor, why = 1, []
+    if p.sequence_parallel:
+        divisor *= p.tensor_model_parallel_size
+        why.append(f"TP={p.tensor_model_parallel_size} (sequence parallel)")
+    if p.context_parallel_size > 1:
+        divisor *= 2 * p.context_parallel_size
+        why.append(f"2 x CP={2 * p.context_parallel_size} (load-balanced context parallel)")
+    return divisor, " x ".join(why)
 
 
 def resolve_layout(cfg: LumosConfig, world_size: int) -> ParallelLayout:
@@ -48,26 +77,17 @@ def resolve_layout(cfg: LumosConfig, world_size: int) -> ParallelLayout:
             f"size {world_size}"
         )
     dp = world_size // model_ranks
-    per_step = t.micro_batch_size * dp
-    if t.global_batch_size % per_step:
-        raise LayoutError(
-            f"impossible batch layout: global batch {t.global_batch_size} is not a multiple of "
-            f"micro batch {t.micro_batch_size} x DP={dp} ({sizes}, world size {world_size})"
-        )
-    layout = ParallelLayout(tp=tp, pp=pp, cp=cp, dp=dp, vpp=p.virtual_pipeline_model_parallel_size,
-                            world_size=world_size)
-    micro = t.global_batch_size // per_step
-    if micro % layout.num_microbatches_divisor:
-        raise LayoutError(
-            f"impossible schedule: {micro} micro-batches per step is not a multiple of PP={pp}, "
-            f"which the interleaved (VPP={layout.vpp}) schedule needs"
-        )
-    return layout
+    try:
+        microbatches_per_step(t.global_batch_size, t.micro_batch_size, dp, microbatch_group(p))
+    except LayoutError as err:
+        raise LayoutError(f"{err} ({sizes}, world size {world_size})") from None
+    return ParallelLayout(tp=tp, pp=pp, cp=cp, dp=dp, vpp=p.virtual_pipeline_model_parallel_size,
+                          world_size=world_size)
 
 
 def num_microbatches(cfg: LumosConfig, layout: ParallelLayout) -> int:
     """Gradient-accumulation micro-batches per optimizer step on each DP rank."""
-    return cfg.train.global_batch_size // (cfg.train.micro_batch_size * layout.dp)
+    return microbatches_per_step(cfg.train.global_batch_size, cfg.train.micro_batch_size, layout.dp)
 
 
 def initialize_parallel_state(cfg: LumosConfig, layout: ParallelLayout, timeout_minutes: int = 30) -> None:
@@ -99,17 +119,20 @@ def seed_model_parallel_rng(seed: int) -> None:
     tensor_parallel.model_parallel_cuda_manual_seed(seed)
 
 
-def ranks() -> dict:
-    """This process's coordinates in every parallel dimension (for logging and data sharding)."""
+def sample_broadcast_group():
+    """(group, source global rank) over which this rank's micro-batch samples are shared, or None.
+
+    Megatron's convention: one rank of each tensor(+context)-parallel group reads the data and
+    broadcasts it, since every rank of the group trains on the same samples. Used for sources
+    whose reads are expensive (streaming decodes and tokenizes video per read).
+    """
+    import torch.distributed as dist
     from megatron.core import parallel_state as ps
 
-    return {
-        "tp": ps.get_tensor_model_parallel_rank(),
-        "pp": ps.get_pipeline_model_parallel_rank(),
-        "cp": ps.get_context_parallel_rank(),
-        "dp": ps.get_data_parallel_rank(),
-        "dp_size": ps.get_data_parallel_world_size(),
-    }
+    if ps.get_tensor_model_parallel_world_size() * ps.get_context_parallel_world_size() == 1:
+        return None
+    group = ps.get_tensor_and_context_parallel_group()
+    return group, dist.get_process_group_ranks(group)[0]
 
 
 def is_last_rank() -> bool:

@@ -1,4 +1,4 @@
-"""FLOPs and parameter models shared by the trainer's MFU report and the scaling-law tools."""
+"""The model-FLOPs count of a Lumos training step: what the trainer's MFU and throughput report."""
 
 from lumos_megatron.scaling.flops import (
     StepFlops,

@@ -9,8 +9,9 @@ Attention scores and the weighted sum cost ``4 d n_q`` per *allowed* (query, key
 frame-causal mask enters through the number of allowed pairs (causal pairs plus the extra
 bidirectional pairs inside each frame block), counted from the real batch.
 
-The LM head counts what the objective needs: with AR-DF only the loss rows against the visual
-columns (``2 h V_visual`` per loss row), otherwise every token against the full vocabulary.
+The LM head counts what the objective needs (``Objective.lm_head_shape``): with AR-DF only the
+loss rows against the visual columns (``2 h V_visual`` per loss row), otherwise every token
+against the full vocabulary.
 Backward is twice the forward; recomputation (activation checkpointing or the fused loss's chunk
 recompute) is not model FLOPs and is not counted, as in Megatron's MFU convention.
 """
@@ -25,7 +26,8 @@ import torch
 
 from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.config.validate import head_dim
-from lumos_megatron.vocab import LumosVocab
+from lumos_megatron.models.frame_mask import allowed_pairs
+from lumos_megatron.objective import build_objective
 
 # Dense bf16 tensor-core peaks (TFLOP/s) by device-name substring; first match wins.
 _GPU_PEAK_TFLOPS = (("H200", 989.0), ("H100", 989.0), ("GH200", 989.0), ("B200", 2250.0),
@@ -35,13 +37,8 @@ _GPU_PEAK_TFLOPS = (("H200", 989.0), ("H100", 989.0), ("GH200", 989.0), ("B200",
 def attention_pairs(segment_ids: torch.Tensor) -> float:
     """Allowed (query, key) pairs of the frame-causal mask summed over a batch of segment ids
     [B, L] (0 outside frames, k inside frame block k): causal pairs plus, per frame block of
-    length n, the n(n-1)/2 keys after each query inside the block."""
-    b, length = segment_ids.shape
-    total = b * length * (length + 1) / 2
-    for row in segment_ids:
-        counts = torch.bincount(row[row > 0])
-        total += float((counts * (counts - 1) / 2).sum())
-    return total
+    length n, the n(n-1)/2 keys after each query inside the block (``models.frame_mask``)."""
+    return float(allowed_pairs(segment_ids).sum())
 
 
 @dataclass(frozen=True)
@@ -67,10 +64,8 @@ def step_flops(cfg: LumosConfig, tokens: float, pairs: float, loss_rows: float) 
     per_token_layer = 2 * h * (n_q * d + 2 * n_kv * d) + 2 * n_q * d * h + 3 * 2 * h * f
     dense = 3 * m.num_layers * per_token_layer * tokens
     attention = 3 * m.num_layers * 4 * d * n_q * pairs
-    if cfg.ardf.enabled:
-        lm_head = 3 * 2 * h * LumosVocab(vocab_size=m.vocab_size).num_visual_codes * loss_rows
-    else:
-        lm_head = 3 * 2 * h * m.vocab_size * tokens
+    rows, columns = build_objective(cfg).lm_head_shape(tokens, loss_rows)
+    lm_head = 3 * 2 * h * columns * rows
     return StepFlops(dense, attention, lm_head)
 
 

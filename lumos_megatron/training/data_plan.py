@@ -14,6 +14,7 @@ from typing import Dict, List, Mapping, Optional
 
 from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.data.sources import IMAGE, VIDEO, image_seq_length, joint_training
+from lumos_megatron.platform.parallel import microbatch_group, microbatches_per_step
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,11 @@ class StreamBatching:
     seq_length: int
     """Longest padded length of this stream's steps."""
 
-    def num_microbatches(self, dp: int) -> int:
-        """Gradient-accumulation micro-batches per step on each DP rank."""
-        return self.global_batch_size // (self.micro_batch_size * dp)
+    def num_microbatches(self, dp: int, group: int = 1) -> int:
+        """Gradient-accumulation micro-batches per step on each DP rank (checked: see
+        ``platform.parallel.microbatches_per_step``)."""
+        return microbatches_per_step(self.global_batch_size, self.micro_batch_size, dp, group,
+                                     what=f"{self.name} steps")
 
 
 class StepPlan:
@@ -46,13 +49,8 @@ class StepPlan:
             self.streams[IMAGE] = StreamBatching(IMAGE, d.image_micro_batch_size, image_gbs,
                                                  image_seq_length(cfg))
             self.cycle = [IMAGE] + [VIDEO] * d.video_iters_per_image_iter
-        # Interleaved 1F1B (VPP) runs micro-batches in groups of PP.
-        group = p.pipeline_model_parallel_size if p.virtual_pipeline_model_parallel_size else 1
         for s in self.streams.values():
-            if s.global_batch_size % (s.micro_batch_size * dp) or s.num_microbatches(dp) % group:
-                raise ValueError(f"{s.name} steps: global batch {s.global_batch_size} is not a multiple of "
-                                 f"micro-batch {s.micro_batch_size} x DP {dp}"
-                                 + (f" x PP {group} (interleaved schedule)" if group > 1 else ""))
+            s.num_microbatches(dp, microbatch_group(p))  # raises for a batch that does not split
 
     def stream_at(self, iteration: int) -> StreamBatching:
         """Batch shape of (0-based) ``iteration``."""

@@ -1,8 +1,8 @@
 """Periodic evaluation on the validation split (Megatron ``--eval-interval`` / ``--eval-iters``).
 
 Forward-only passes through the same schedule and loss as training, over ``train.eval_iters``
-global batches of each validation stream (image and video in joint training). The batches (and their AR-DF masks and CFG drops)
-are the same at every evaluation: sample indices restart at 0 and the random streams are keyed
+global batches of each validation stream (image and video in joint training). The batches (and
+their AR-DF masks and CFG drops) are the same at every evaluation: sample indices restart at 0 and the random streams are keyed
 by a reserved iteration range, so successive evaluations measure the model, not the draw.
 """
 
@@ -14,7 +14,7 @@ import torch
 
 from lumos_megatron.checkpoint.state import TrainProgress
 from lumos_megatron.config.schema import LumosConfig
-from lumos_megatron.data.sources import build_sample_streams
+from lumos_megatron.data.sources import build_data_streams
 from lumos_megatron.training.feed import EVAL_ITERATION_BASE, DataFeed
 from lumos_megatron.training.report_reduction import reduce_reports
 from lumos_megatron.training.step import run_forward_backward
@@ -24,12 +24,13 @@ from lumos_megatron.vocab import LumosVocab
 class Evaluator:
     """Runs and reports validation losses for one training run."""
 
-    def __init__(self, cfg: LumosConfig, vocab: LumosVocab, chunks, layout, dp_rank: int, cp_rank: int,
-                 device: torch.device, step_func, reporter):
-        self.cfg, self.chunks, self.layout = cfg, chunks, layout
+    def __init__(self, cfg: LumosConfig, vocab: LumosVocab, chunks, parallel_layout, dp_rank: int,
+                 cp_rank: int, device: torch.device, step_func, reporter, objective=None, broadcast=None):
+        self.cfg, self.chunks = cfg, chunks
         self.step_func, self.reporter = step_func, reporter
-        self.feed = DataFeed(cfg, vocab, build_sample_streams(cfg, vocab, "valid"), layout.dp, dp_rank,
-                             cp_rank, device, ardf_iteration_base=EVAL_ITERATION_BASE)
+        self.feed = DataFeed(cfg, vocab, build_data_streams(cfg, vocab, "valid"), parallel_layout.dp,
+                             dp_rank, cp_rank, device, ardf_iteration_base=EVAL_ITERATION_BASE,
+                             objective=objective, broadcast=broadcast)
 
     def _iterations(self) -> List[int]:
         """Validation-plan iterations covering ``eval_iters`` global batches of every stream."""

@@ -4,20 +4,25 @@
 and video steps), how long its samples are padded, how many micro-batches it has, and gives
 fresh iterators over them (one per model chunk: with VPP every chunk consumes the same
 micro-batches). Batches are built lazily, one micro-batch at a time, so a step never holds
-all its dense attention masks at once.
+all its dense attention masks at once. What the FLOPs model needs (allowed attention pairs) is
+recorded per micro-batch as it is built, in ``StepBatches.attention_pairs``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Mapping, Optional
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
 import torch
 
 from lumos_megatron.config.schema import LumosConfig
-from lumos_megatron.training.batch import training_batch
-from lumos_megatron.training.context_parallel import slice_batch_for_cp
+from lumos_megatron.models.cp_sharding import slice_batch_for_cp
+from lumos_megatron.objective import Objective, build_objective
+from lumos_megatron.platform.parallel import sequence_length_divisor
+from lumos_megatron.training.batch import assemble_micro_batch
 from lumos_megatron.training.data_plan import SampleSchedule, StepPlan, StreamBatching, step_seq_length
+from lumos_megatron.training.sample_broadcast import read_samples
 from lumos_megatron.vocab import LumosVocab
 
 EVAL_ITERATION_BASE = 1 << 40
@@ -34,49 +39,62 @@ class StepBatches:
     num_microbatches: int
     make_iterator: Callable[[], Iterator[Dict[str, torch.Tensor]]]
     """A fresh iterator over the step's micro-batches (call once per model chunk)."""
+    pairs_by_microbatch: Dict[int, float] = field(default_factory=dict)
+    """Allowed attention pairs of each micro-batch built so far (whole samples, before CP slicing)."""
 
-
-def _seq_divisor(cfg: LumosConfig) -> int:
-    """Padded lengths must split evenly for sequence parallelism and load-balanced CP."""
-    p = cfg.parallel
-    divisor = p.tensor_model_parallel_size if p.sequence_parallel else 1
-    if p.context_parallel_size > 1:
-        divisor *= 2 * p.context_parallel_size
-    return divisor
+    @property
+    def attention_pairs(self) -> float:
+        """Allowed attention pairs of this rank's micro-batches of the step."""
+        return math.fsum(self.pairs_by_microbatch.values())
 
 
 class DataFeed:
-    """Micro-batches of one split for this (DP, CP) rank."""
+    """Micro-batches of one split for this (DP, CP) rank.
+
+    ``broadcast`` is ``(group, source rank)`` from ``platform.parallel.sample_broadcast_group``
+    (None: read locally): sources with expensive reads (``expensive_reads``, e.g. streaming) are
+    read on the source rank only and shared over the group.
+    """
 
     def __init__(self, cfg: LumosConfig, vocab: LumosVocab, sources: Mapping[str, object], dp: int,
                  dp_rank: int, cp_rank: int, device: torch.device, base_iteration: int = 0,
-                 base_samples: Optional[Mapping[str, int]] = None, ardf_iteration_base: int = 0):
+                 base_samples: Optional[Mapping[str, int]] = None, ardf_iteration_base: int = 0,
+                 objective: Optional[Objective] = None, broadcast=None):
         self.cfg, self.vocab, self.sources = cfg, vocab, sources
+        self.objective = objective or build_objective(cfg, vocab)
         self.plan = StepPlan(cfg, dp)
         self.schedule = SampleSchedule(self.plan, dp, base_iteration, dict(base_samples or {}))
         self.dp, self.dp_rank, self.cp_rank, self.device = dp, dp_rank, cp_rank, device
         self.ardf_iteration_base = ardf_iteration_base
+        self.broadcast = broadcast
+
+    def _read(self, source, indices: List[int]):
+        if self.broadcast is not None and getattr(source, "expensive_reads", False):
+            return read_samples(source, indices, *self.broadcast)
+        return [source[i] for i in indices]
 
     def step(self, iteration: int) -> StepBatches:
         """The micro-batches of (0-based) ``iteration``."""
-        cfg = self.cfg
+        cfg, objective = self.cfg, self.objective
         stream = self.plan.stream_at(iteration)
         source = self.sources[stream.name]
-        max_frames = cfg.ardf.max_latent_frames if cfg.ardf.enabled else None
         seq_length = step_seq_length(stream, source, self.schedule.global_indices(iteration),
-                                     cfg.data.pad_to_multiple, max_frames, _seq_divisor(cfg))
+                                     cfg.data.pad_to_multiple, objective.max_latent_frames,
+                                     sequence_length_divisor(cfg.parallel)[0])
         micro = stream.num_microbatches(self.dp)
+        pairs: Dict[int, float] = {}
+        number_ids = getattr(source, "number_ids", None)
 
         def iterate() -> Iterator[Dict[str, torch.Tensor]]:
             for m in range(micro):
                 indices = self.schedule.indices(iteration, m, self.dp_rank)
-                batch = training_batch([source[i] for i in indices], indices,
-                                       self.ardf_iteration_base + iteration, cfg, self.vocab, seq_length,
-                                       getattr(source, "number_ids", None))
+                target = objective.targets(self._read(source, indices), indices,
+                                           self.ardf_iteration_base + iteration, seq_length, number_ids)
+                batch, pairs[m] = assemble_micro_batch(target, cfg, self.vocab, objective)
                 batch = slice_batch_for_cp(batch, cfg.parallel.context_parallel_size, self.cp_rank)
                 yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
-        return StepBatches(stream, seq_length, micro, iterate)
+        return StepBatches(stream, seq_length, micro, iterate, pairs)
 
     def consumed_after(self, iteration: int) -> Dict[str, int]:
         """Samples of each stream consumed once ``iteration`` (0-based) is done."""

@@ -19,14 +19,16 @@ from lumos_megatron.checkpoint.state import TrainProgress
 from lumos_megatron.config.loader import ConfigError, dump_config
 from lumos_megatron.config.validate import check_runtime_support, resolved_train_iters
 from lumos_megatron.config.schema import LumosConfig
-from lumos_megatron.data.sources import build_sample_streams
+from lumos_megatron.data.sources import build_data_streams
 from lumos_megatron.models.layer_spec import build_transformer_config
 from lumos_megatron.models.lumos_model import build_model_chunks
 from lumos_megatron.platform.distributed import init_distributed
+from lumos_megatron.objective import build_objective
 from lumos_megatron.platform.parallel import (
     initialize_parallel_state,
     is_last_rank,
     resolve_layout,
+    sample_broadcast_group,
     seed_model_parallel_rng,
 )
 from lumos_megatron.scaling.flops import device_peak_tflops, step_flops
@@ -40,25 +42,7 @@ from lumos_megatron.training.step import forward_step, run_forward_backward
 from lumos_megatron.vocab import LumosVocab
 
 
-def _check_supported(cfg: LumosConfig) -> None:
-    check_runtime_support(cfg, training=True)
-
-
-def _extra_scalars(totals: Dict[str, torch.Tensor]) -> Dict[str, float]:
-    """TensorBoard scalars beyond ``lm loss``: per-frame visual loss and the realized mask ratio."""
-    extra = {}
-    if "frame loss" in totals:
-        for k, (loss_sum, count) in enumerate(totals["frame loss"].tolist()):
-            if count > 0:
-                extra[f"loss/frame_{k}"] = loss_sum / count
-    if "mask ratio" in totals:
-        masked, maskable = totals["mask ratio"].tolist()
-        if maskable > 0:
-            extra["ardf/mask-ratio"] = masked / maskable
-    return extra
-
-
-def _checkpoint_hooks(cfg: LumosConfig, layout, chunks, optimizer, scheduler):
+def _checkpoint_hooks(cfg: LumosConfig, parallel_layout, chunks, optimizer, scheduler):
     """``save(progress)`` for this run (None without ``checkpoint.save``)."""
     if not cfg.checkpoint.save:
         return None
@@ -67,20 +51,20 @@ def _checkpoint_hooks(cfg: LumosConfig, layout, chunks, optimizer, scheduler):
     run_config = dump_config(cfg)
 
     def save(progress: TrainProgress) -> None:
-        save_checkpoint(cfg.checkpoint.save, progress, chunks, optimizer, scheduler, layout,
+        save_checkpoint(cfg.checkpoint.save, progress, chunks, optimizer, scheduler, parallel_layout,
                         run_config, cfg.train.global_batch_size,
                         cfg.parallel.use_distributed_optimizer, cfg.checkpoint.keep_last)
 
     return save
 
 
-def _resume(cfg: LumosConfig, layout, chunks, optimizer, scheduler) -> TrainProgress:
+def _resume(cfg: LumosConfig, parallel_layout, chunks, optimizer, scheduler) -> TrainProgress:
     """Progress to start from: the loaded checkpoint's, or iteration 0."""
     if cfg.checkpoint.load:
         from lumos_megatron.checkpoint.load import load_checkpoint
 
         loaded = load_checkpoint(cfg.checkpoint.load, cfg.checkpoint.load_step, chunks, optimizer,
-                                 scheduler, layout, cfg.parallel.use_distributed_optimizer)
+                                 scheduler, parallel_layout, cfg.parallel.use_distributed_optimizer)
         if loaded is not None:
             return loaded
     return TrainProgress(iteration=0, consumed_samples=0)
@@ -93,7 +77,7 @@ def train(cfg: LumosConfig, start_time: Optional[float] = None) -> List[Iteratio
     Stops early, after saving, on SIGTERM/SIGUSR1 or when ``train.exit_duration_in_mins``
     (measured from ``start_time``) runs out; raises ``TrainingDiverged`` on a NaN/Inf loss.
     """
-    _check_supported(cfg)
+    check_runtime_support(cfg, training=True)
     monitor = StopMonitor(cfg.train.exit_duration_in_mins, start_time).install()
     try:
         return _train(cfg, monitor)
@@ -103,51 +87,54 @@ def train(cfg: LumosConfig, start_time: Optional[float] = None) -> List[Iteratio
 
 def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
     env = init_distributed()
-    layout = resolve_layout(cfg, env.world_size)
-    initialize_parallel_state(cfg, layout)
+    parallel_layout = resolve_layout(cfg, env.world_size)
+    initialize_parallel_state(cfg, parallel_layout)
     seed_model_parallel_rng(cfg.train.seed)
 
     vocab = LumosVocab(vocab_size=cfg.model.vocab_size)
-    config = build_transformer_config(cfg)
-    chunks = wrap_ddp(cfg, config, build_model_chunks(cfg, config))
+    objective = build_objective(cfg, vocab)
+    transformer_config = build_transformer_config(cfg)
+    chunks = wrap_ddp(cfg, transformer_config, build_model_chunks(cfg, transformer_config))
     optimizer = build_optimizer(cfg, chunks)
     scheduler = build_scheduler(cfg, optimizer)
-    attach_schedule_hooks(config, chunks, optimizer)
-    progress = _resume(cfg, layout, chunks, optimizer, scheduler)
-    save = _checkpoint_hooks(cfg, layout, chunks, optimizer, scheduler)
+    attach_schedule_hooks(transformer_config, chunks, optimizer)
+    progress = _resume(cfg, parallel_layout, chunks, optimizer, scheduler)
+    save = _checkpoint_hooks(cfg, parallel_layout, chunks, optimizer, scheduler)
 
     train_iters = resolved_train_iters(cfg)
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     dp_rank = parallel_state.get_data_parallel_rank()
     cp_rank = parallel_state.get_context_parallel_rank()
+    broadcast = sample_broadcast_group()
     try:
-        feed = DataFeed(cfg, vocab, build_sample_streams(cfg, vocab, "train"), layout.dp, dp_rank, cp_rank,
+        feed = DataFeed(cfg, vocab, build_data_streams(cfg, vocab, "train"), parallel_layout.dp, dp_rank, cp_rank,
                         device, base_iteration=progress.iteration,
-                        base_samples=progress.stream_samples)
+                        base_samples=progress.stream_samples, objective=objective, broadcast=broadcast)
     except (FileNotFoundError, ValueError) as err:  # unusable data: every rank sees the same
         raise ConfigError(f"training data: {err}") from err
-    step_func = partial(forward_step, report_frames=cfg.ardf.report_frames if cfg.ardf.enabled else 0)
+    step_func = partial(forward_step, objective=objective)
     last_stage = parallel_state.is_pipeline_last_stage(ignore_virtual=True)
     reporting = is_last_rank()
     peak_tflops, peak_source = device_peak_tflops(cfg.logging.peak_tflops) if reporting else (None, "")
     reporter = Reporter(active=reporting, train_iters=train_iters, global_batch_size=cfg.train.global_batch_size,
                         log_interval=cfg.logging.log_interval,
                         tensorboard_dir=cfg.logging.tensorboard_dir,
-                        world_size=layout.world_size, peak_tflops=peak_tflops)
+                        world_size=parallel_layout.world_size, peak_tflops=peak_tflops)
     evaluator = None
     if cfg.train.eval_interval > 0:
         try:
-            evaluator = Evaluator(cfg, vocab, chunks, layout, dp_rank, cp_rank, device, step_func, reporter)
+            evaluator = Evaluator(cfg, vocab, chunks, parallel_layout, dp_rank, cp_rank, device, step_func, reporter,
+                                  objective, broadcast)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"validation data (train.eval_interval > 0): {err}") from err
     if reporter.active:
         print(f"lumos_megatron: MFU relative to {peak_source}"
               + (f" ({peak_tflops:.3g} TFLOP/s per device)" if peak_tflops else ""), flush=True)
-        print(f"lumos_megatron: world {layout.world_size} = TP {layout.tp} x PP {layout.pp} x CP "
-              f"{layout.cp} x DP {layout.dp} (VPP {layout.vpp or 1}), launcher {env.launcher}", flush=True)
+        print(f"lumos_megatron: world {parallel_layout.world_size} = TP {parallel_layout.tp} x PP {parallel_layout.pp} x CP "
+              f"{parallel_layout.cp} x DP {parallel_layout.dp} (VPP {parallel_layout.vpp or 1}), launcher {env.launcher}", flush=True)
         for s in feed.plan.streams.values():
-            print(f"lumos_megatron: {s.name} steps: {s.num_microbatches(layout.dp)} micro-batches of "
-                  f"{s.micro_batch_size} x DP {layout.dp} = {s.global_batch_size} samples, padded to "
+            print(f"lumos_megatron: {s.name} steps: {s.num_microbatches(parallel_layout.dp)} micro-batches of "
+                  f"{s.micro_batch_size} x DP {parallel_layout.dp} = {s.global_batch_size} samples, padded to "
                   f"<= {s.seq_length} tokens" + (f"; cycle {'/'.join(feed.plan.cycle)}"
                                                   if len(feed.plan.cycle) > 1 else ""), flush=True)
 
@@ -171,13 +158,13 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
         extra: Dict[str, float] = {}
         model_flops = 0.0
         if last_stage:
-            totals = reduce_reports(reports)
+            # Every CP rank of a group builds the same whole samples: CP rank 0 counts their pairs.
+            pairs = step.attention_pairs if cp_rank == 0 else 0.0
+            totals = reduce_reports(reports, {"attention pairs": pairs})
             loss_sum, tokens = totals["lm loss"].tolist()
-            extra = _extra_scalars(totals)
-            if "attention pairs" in totals:
-                # Every CP rank reports its whole sample's pairs: the DP x CP sum counts them CP times.
-                pairs = float(totals["attention pairs"].sum()) / layout.cp
-                model_flops = step_flops(cfg, gbs * step.seq_length, pairs, tokens).total
+            extra = objective.scalars(totals)
+            model_flops = step_flops(cfg, gbs * step.seq_length, float(totals["attention pairs"]),
+                                     tokens).total
         else:
             loss_sum, tokens = float("nan"), 0.0
         lm_loss = loss_sum / max(tokens, 1.0)

@@ -19,6 +19,7 @@ wrappers, batch iterator, forward step), so it follows whatever loss the forward
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Dict, List
 
@@ -81,7 +82,7 @@ def run_layout(out_path: Path, overrides: List[str]) -> None:
         resolve_layout,
         seed_model_parallel_rng,
     )
-    from lumos_megatron.data.sources import build_sample_streams
+    from lumos_megatron.data.sources import build_data_streams
     from lumos_megatron.training.feed import DataFeed
     from lumos_megatron.training.optim import attach_schedule_hooks, build_optimizer, wrap_ddp
     from lumos_megatron.training.step import forward_step, run_forward_backward
@@ -98,7 +99,7 @@ def run_layout(out_path: Path, overrides: List[str]) -> None:
     chunks = wrap_ddp(cfg, config, build_model_chunks(cfg, config))
     # The optimizer is never stepped; it supplies the loss-scale hook training uses.
     attach_schedule_hooks(config, chunks, build_optimizer(cfg, chunks))
-    feed = DataFeed(cfg, vocab, build_sample_streams(cfg, vocab), layout.dp,
+    feed = DataFeed(cfg, vocab, build_data_streams(cfg, vocab), layout.dp,
                     parallel_state.get_data_parallel_rank(), parallel_state.get_context_parallel_rank(),
                     torch.device("cpu"))
     step = feed.step(0)
@@ -106,7 +107,8 @@ def run_layout(out_path: Path, overrides: List[str]) -> None:
     for chunk in chunks:
         chunk.train()
         chunk.zero_grad_buffer()
-    run_forward_backward(forward_step, chunks, iterators, cfg, step.num_microbatches)
+    run_forward_backward(partial(forward_step, objective=feed.objective), chunks, iterators, cfg,
+                         step.num_microbatches)
 
     grads = _local_full_gradients(chunks, config.gated_linear_unit)
     # After the TP gather every TP/CP/DP replica of a stage holds the same full tensors; one

@@ -26,11 +26,12 @@ def _cfg(*overrides):
 
 
 def _inputs(backend, tokens, precision="fp32"):
-    from lumos_megatron.training.batch import build_model_inputs
+    from lumos_megatron.objective import TargetBatch, build_objective
+    from lumos_megatron.training.batch import assemble_micro_batch
 
     targets = torch.full_like(tokens, IGNORE_INDEX)
     cfg = _cfg(f"model.attention_backend={backend}", f"train.precision={precision}")
-    return build_model_inputs(tokens, targets, cfg, VOCAB)
+    return assemble_micro_batch(TargetBatch(tokens, targets), cfg, VOCAB, build_objective(cfg, VOCAB))[0]
 
 
 def test_flex_batch_carries_a_block_mask_equal_to_the_dense_mask():
@@ -60,14 +61,14 @@ def test_flex_mask_moves_with_its_segment_ids():
 
 
 def test_data_feed_delivers_the_block_mask():
-    from lumos_megatron.data.sources import build_sample_streams
+    from lumos_megatron.data.sources import build_data_streams
     from lumos_megatron.models.attention.flex import FrameCausalBlockMask
     from lumos_megatron.training.feed import DataFeed
 
     def first_batch(backend):
         cfg = parse_cli(["--config", str(TINY_RECIPE), f"model.attention_backend={backend}"])
         vocab = LumosVocab(vocab_size=cfg.model.vocab_size)
-        feed = DataFeed(cfg, vocab, build_sample_streams(cfg, vocab), 1, 0, 0, torch.device("cpu"))
+        feed = DataFeed(cfg, vocab, build_data_streams(cfg, vocab), 1, 0, 0, torch.device("cpu"))
         return next(feed.step(0).make_iterator())
 
     sdpa, flex = first_batch("sdpa"), first_batch("flex")

@@ -2,7 +2,7 @@
 
 import torch
 
-from lumos_megatron.training.context_parallel import cp_local_indices, slice_batch_for_cp
+from lumos_megatron.models.cp_sharding import cp_local_indices, slice_batch_for_cp
 
 
 def test_load_balanced_chunks():

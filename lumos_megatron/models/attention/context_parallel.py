@@ -1,11 +1,11 @@
 """Context parallelism for the frame-causal mask: the all-gather-KV scheme.
 
 megatron-core's CP lives in TE, whose attention kernels under CP accept only causal/no masks
-(MEGATRON_NOTES §6). Here each CP rank keeps its query rows (Megatron's load-balanced chunks
+(docs/megatron.md §6). Here each CP rank keeps its query rows (Megatron's load-balanced chunks
 ``r`` and ``2cp-1-r``), all-gathers keys and values (reduce-scatter of their gradients in
 backward), restores global sequence order, and attends with the rows of the full mask that
 belong to its queries. The data side slices tokens, positions and mask rows in
-:mod:`lumos_megatron.training.context_parallel`.
+:mod:`lumos_megatron.models.cp_sharding`, which owns the chunk rule.
 """
 
 from __future__ import annotations
@@ -15,14 +15,7 @@ from megatron.core import parallel_state
 from megatron.core.tensor_parallel.mappings import gather_from_sequence_parallel_region
 
 from lumos_megatron.models.attention.sdpa import SDPACoreAttention
-
-
-def cp_chunk_order(cp_size: int) -> list:
-    """Global chunk ids in the order an all-gather over CP ranks concatenates them."""
-    order = []
-    for rank in range(cp_size):
-        order += [rank, 2 * cp_size - 1 - rank]
-    return order
+from lumos_megatron.models.cp_sharding import cp_chunk_order
 
 
 def restore_global_order(gathered: torch.Tensor, cp_size: int) -> torch.Tensor:

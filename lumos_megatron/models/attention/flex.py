@@ -9,13 +9,14 @@ skip mask evaluation on full ones; only tiles crossing the diagonal or a frame e
 The dense SDPA route (:class:`~lumos_megatron.models.attention.sdpa.SDPACoreAttention`) has to
 read an L x L mask and computes every tile.
 
-Selected with ``model.attention_backend=flex``: ``training.batch.build_model_inputs`` builds one
+Selected with ``model.attention_backend=flex``: the model-inputs builder
+(``models.inputs.build_model_inputs``, through the backend registry) builds one
 :class:`FrameCausalBlockMask` per micro-batch and ships it as the batch's ``attention_mask``;
 megatron hands it untouched through GPTModel → TransformerBlock → TransformerLayer →
-SelfAttention to :class:`FlexCoreAttention` in every layer. Nothing on that path treats the mask
-as a tensor except two features we do not enable: activation recompute (megatron 0.16.1's
-``CheckpointFunction`` calls ``save_for_backward`` on it, which rejects a BlockMask) and CUDA
-graphs (which want a tensor mask as a static input).
+SelfAttention to :class:`FlexCoreAttention` in every layer. Activation recompute works with it:
+ours is non-reentrant (``models.recompute``) and carries the mask as a Python object, whereas
+megatron's reentrant ``CheckpointFunction`` would pass it to ``save_for_backward``, which rejects
+a BlockMask. CUDA graphs (which want a tensor mask as a static input) are not supported.
 
 Device support (torch 2.13):
 

@@ -9,7 +9,8 @@ may attend, a very negative number where it may not, with no TE mask at all
 no gradient, the missing dbias support for that shape does not matter.
 
 The bias is built once per micro-batch on the data side (:func:`frame_causal_attention_bias`,
-called by ``training.batch.build_model_inputs``) and arrives here as ``attention_mask``. It costs
+through the backend registry and ``models.inputs.build_model_inputs``) and arrives here as
+``attention_mask``. It costs
 ``b x s x s`` elements of the compute dtype (1.6 GB per sample at 28k tokens in bf16), which is
 why FlexAttention is the default GPU route and this one the TE alternative.
 
@@ -27,7 +28,7 @@ from megatron.core import tensor_parallel
 from megatron.core.transformer.module import MegatronModule
 
 from lumos_megatron.config.loader import ConfigError
-from lumos_megatron.config.validate import transformer_engine_problem
+from lumos_megatron.models.attention.backends.te_bias_backend import transformer_engine_problem
 from lumos_megatron.models.frame_mask import mask_from_segment_ids
 
 __all__ = ["TEBiasCoreAttention", "frame_causal_attention_bias", "import_transformer_engine"]

@@ -1,0 +1,40 @@
+"""``te_bias``: TransformerEngine fused attention with the mask as a post-scale bias.
+
+Needs TransformerEngine (``pip install -e '.[te]'``, CUDA only). The [b, 1, s, s] bias is built in
+the compute dtype on the GPU, so it is never copied host-to-device per micro-batch.
+"""
+
+from typing import Optional
+
+from lumos_megatron.models.attention.backends import AttentionBackend
+
+
+def additive_bias(segment_ids, dtype=None):
+    """Additive bias [b, 1, s, s] in ``dtype``: 0 allowed, ``finfo(dtype).min`` masked."""
+    import torch
+
+    from lumos_megatron.models.attention.te_bias import frame_causal_attention_bias
+
+    return frame_causal_attention_bias(segment_ids, dtype or torch.float32)
+
+
+def transformer_engine_problem(training: bool = True) -> Optional[str]:
+    """One line saying why ``transformer_engine.pytorch`` cannot be imported, or None if it can."""
+    try:
+        import transformer_engine.pytorch  # noqa: F401
+    except Exception as err:  # ImportError, or OSError/RuntimeError from a broken CUDA stack
+        reason = (str(err).splitlines() or [""])[0]
+        return ("model.attention_backend='te_bias' needs TransformerEngine, which cannot be "
+                f"imported here ({type(err).__name__}: {reason}); install it on a CUDA machine "
+                "with `pip install -e '.[te]'`, or use model.attention_backend=sdpa (flex on GPU)")
+    return None
+
+
+BACKEND = AttentionBackend(
+    name="te_bias",
+    summary="TransformerEngine fused attention with the mask as a post-scale bias (needs TE, CUDA)",
+    core_attention="lumos_megatron.models.attention.te_bias:TEBiasCoreAttention",
+    build_mask=additive_bias,
+    mask_on_accelerator=True,
+    runtime_problem=transformer_engine_problem,
+)
