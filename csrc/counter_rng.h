@@ -26,7 +26,7 @@ LUMOS_HOST_DEVICE uint32_t mix32(uint32_t x) {
 }
 
 // Folds a non-negative int64 stream id into the 32-bit base of its keys.
-LUMOS_HOST_DEVICE uint32_t stream_base(int64_t stream) {
+LUMOS_HOST_DEVICE uint32_t key_base(int64_t stream) {
   const uint64_t s = static_cast<uint64_t>(stream);
   return mix32(mix32(static_cast<uint32_t>(s)) ^ static_cast<uint32_t>(s >> 32));
 }

@@ -54,7 +54,7 @@ namespace {
 // pattern[j] = 1 for the num_masked positions with the smallest keys. Keys are distinct, so
 // "key <= the num_masked-th smallest key" selects exactly num_masked positions.
 std::vector<uint8_t> sample_pattern(int64_t stream, int64_t period, int64_t num_masked) {
-  const uint32_t base = stream_base(stream);
+  const uint32_t base = key_base(stream);
   std::vector<uint32_t> keys(period);
   for (int64_t j = 0; j < period; ++j) keys[j] = pattern_key(base, static_cast<uint32_t>(j));
   std::vector<uint32_t> sorted(keys);

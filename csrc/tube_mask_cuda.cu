@@ -35,7 +35,7 @@ __global__ void tube_pattern_kernel(const int64_t* __restrict__ period,
   // Uniform per block, so returning early cannot strand a __syncthreads below.
   if (nm == 0 || first >= p) return;
   const int64_t j = first + threadIdx.x;
-  const uint32_t base = stream_base(stream[b]);
+  const uint32_t base = key_base(stream[b]);
   const uint32_t key = pattern_key(base, static_cast<uint32_t>(j));
   int64_t rank = 0;
   for (int64_t t0 = 0; t0 < p; t0 += kPatternThreads) {

@@ -1,4 +1,4 @@
-"""The AR-DF training transforms of one micro-batch, in the official order (LUMOS_SPEC §4):
+"""The AR-DF training transforms of one micro-batch, in the official order (docs/method.md §4):
 prompt placeholders, frame dropping, duration/fps rewrite, CFG drop, padding, tube mask. The attention mask and
 MM-RoPE positions are then built on the masked input (``training.batch``)."""
 
@@ -9,8 +9,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from lumos_megatron.ardf.sample_transforms import cfg_drop_eligible, keep_first_frames, rewrite_duration_fps
-from lumos_megatron.ardf.streams import PURPOSE_CFG_DROP, PURPOSE_TUBE_MASK, sample_stream, stream_uniform
-from lumos_megatron.ardf.tube_mask import TubeMaskResult, tube_mask_from_streams
+from lumos_megatron.ardf.random_keys import PURPOSE_CFG_DROP, PURPOSE_TUBE_MASK, sample_random_key, key_uniform
+from lumos_megatron.ardf.tube_mask import TubeMaskResult, tube_mask_from_keys
 from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.data.collate import pad_samples
 from lumos_megatron.tokenizers.text.placeholders import NumberIds, fill_placeholders
@@ -48,7 +48,7 @@ def prepare_sample(tokens: torch.Tensor, labels: torch.Tensor, cfg: LumosConfig,
         tokens, labels = rewrite_duration_fps(tokens, labels, duration, fps, vocab)
     tokens, labels = _fill_prompt_numbers(tokens, labels, vocab, number_ids)
     if a.cfg_drop_prob > 0 and cfg_drop_eligible(tokens, vocab):
-        draw = stream_uniform(sample_stream(cfg.train.seed, iteration, sample_index, PURPOSE_CFG_DROP))
+        draw = key_uniform(sample_random_key(cfg.train.seed, iteration, sample_index, PURPOSE_CFG_DROP))
         if draw < a.cfg_drop_prob:
             tokens, labels = unconditional(tokens, labels, vocab)
     return tokens, labels
@@ -64,5 +64,5 @@ def ardf_batch(samples: Sequence[Sample], sample_indices: Sequence[int], iterati
     prepared = [prepare_sample(t, l, cfg, vocab, iteration, i, number_ids)
                 for (t, l), i in zip(samples, sample_indices)]
     tokens, labels = pad_samples(prepared, seq_length or cfg.data.seq_length, vocab, sample_indices)
-    streams = [sample_stream(cfg.train.seed, iteration, i, PURPOSE_TUBE_MASK) for i in sample_indices]
-    return tube_mask_from_streams(tokens, labels, vocab, streams, cfg.ardf.min_mask_ratio)
+    keys = [sample_random_key(cfg.train.seed, iteration, i, PURPOSE_TUBE_MASK) for i in sample_indices]
+    return tube_mask_from_keys(tokens, labels, vocab, keys, cfg.ardf.min_mask_ratio)

@@ -1,4 +1,4 @@
-"""Per-sample training-time rewrites that precede the tube mask (LUMOS_SPEC §4, order of
+"""Per-sample training-time rewrites that precede the tube mask (docs/method.md §4, order of
 operations): frame dropping, the duration/fps prefix rewrite and the eligibility rule of the
 classifier-free-guidance drop (the drop itself is ``vocab.unconditional``). Each works on one unpadded 1-D ``(tokens, labels)`` pair and returns new tensors.
 """

@@ -1,4 +1,4 @@
-"""AR-DF temporal tube masking (LUMOS_SPEC §4 steps 1-5).
+"""AR-DF temporal tube masking (docs/method.md §4 steps 1-5).
 
 Content positions are found from the *labels*, exactly as the official
 ``extract_image_video_masks``: every token inside a frame segment (8197 … 8196, inside the video
@@ -16,7 +16,7 @@ Two random sources, same semantics:
 * :func:`tube_mask` (the contract) draws from a ``torch.Generator`` in the official order
   (``rand(B)`` for the ratios, then ``rand(1, il).argsort()`` per sample), so a seeded generator
   reproduces the official masks bit for bit;
-* :func:`tube_mask_from_streams` (training) derives everything from a counter-based stream id per
+* :func:`tube_mask_from_keys` (training) derives everything from a counter-based key id per
   sample, so masks depend only on (seed, iteration, global sample index) — not on DP size,
   micro-batching or resume — and run in one fused pass of the csrc kernel when it is built.
 """
@@ -30,8 +30,8 @@ from typing import Optional, Sequence
 import torch
 
 from lumos_megatron.ops import tube_mask_apply
-from lumos_megatron.ops.tube_mask import apply_tube_patterns
-from lumos_megatron.ops.counter_rng import mix32_int, stream_base
+from lumos_megatron.ops.tube_patterns import apply_tube_patterns
+from lumos_megatron.ops.counter_rng import mix32_int, key_base
 from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
 
 # Salt that separates a sample's ratio draw from its pattern keys (keys use base ^ j, j < il).
@@ -130,25 +130,25 @@ def tube_mask_detailed(tokens, labels, vocab, generator=None, min_ratio=0.7):
     return out_tokens, out_labels, TubeMaskResult(out_tokens, out_labels, masked, content, ratio)
 
 
-def ratio_uniform(stream: int) -> float:
-    """The U[0,1) draw behind a sample's mask ratio, from its counter-based stream id."""
-    return mix32_int(stream_base(stream) ^ _RATIO_SALT) / 2.0 ** 32
+def ratio_uniform(key: int) -> float:
+    """The U[0,1) draw behind a sample's mask ratio, from its counter-based key id."""
+    return mix32_int(key_base(key) ^ _RATIO_SALT) / 2.0 ** 32
 
 
-def tube_mask_from_streams(tokens: torch.Tensor, labels: torch.Tensor, vocab: LumosVocab,
-                           streams: Sequence[int], min_ratio: float = 0.7) -> TubeMaskResult:
-    """Tube masking with one counter-based random stream per sample (training path).
+def tube_mask_from_keys(tokens: torch.Tensor, labels: torch.Tensor, vocab: LumosVocab,
+                           keys: Sequence[int], min_ratio: float = 0.7) -> TubeMaskResult:
+    """Tube masking with one counter-based random key per sample (training path).
 
-    ``streams[b]`` is a non-negative int64 id (see :func:`lumos_megatron.ardf.sample_stream`);
+    ``keys[b]`` is a non-negative int64 id (see :func:`lumos_megatron.ardf.sample_random_key`);
     the ratio comes from :func:`ratio_uniform` and the spatial pattern marks the ``n`` positions
     with the smallest counter keys (``lumos_megatron.ops.tube_pattern``). The pass that applies
     the patterns is ``ops.tube_mask_apply`` (csrc kernel or its reference).
     """
     _check_batch(tokens, labels)
-    if len(streams) != tokens.shape[0]:
-        raise ValueError(f"{len(streams)} streams for a batch of {tokens.shape[0]} samples")
+    if len(keys) != tokens.shape[0]:
+        raise ValueError(f"{len(keys)} keys (random streams) for a batch of {tokens.shape[0]} samples")
     content = content_mask(labels, vocab)
-    u = torch.tensor([ratio_uniform(int(s)) for s in streams], dtype=torch.float32)
+    u = torch.tensor([ratio_uniform(int(s)) for s in keys], dtype=torch.float32)
     ratio = mask_ratio(u, min_ratio)
     periods, counts = [], []
     for b in range(tokens.shape[0]):
@@ -159,7 +159,7 @@ def tube_mask_from_streams(tokens: torch.Tensor, labels: torch.Tensor, vocab: Lu
     as_long = dict(dtype=torch.long, device=dev)
     out_tokens, out_labels, masked = tube_mask_apply(
         tokens, labels, content, torch.tensor(periods, **as_long), torch.tensor(counts, **as_long),
-        torch.tensor([int(s) for s in streams], **as_long), vocab.mask, IGNORE_INDEX)
+        torch.tensor([int(s) for s in keys], **as_long), vocab.mask, IGNORE_INDEX)
     return TubeMaskResult(out_tokens, out_labels, masked, content, ratio)
 
 

@@ -6,6 +6,6 @@ fixes for megatron-core 0.16.1's distributed-optimizer checkpoint bugs. Import s
 directly: this package imports nothing heavy.
 """
 
-from lumos_megatron.checkpoint.layout import CheckpointError
+from lumos_megatron.checkpoint.directory import CheckpointError
 
 __all__ = ["CheckpointError"]

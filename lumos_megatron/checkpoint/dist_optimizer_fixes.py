@@ -3,7 +3,7 @@
 Without Apex/TransformerEngine (every CPU run, and GPU runs without TE) megatron's
 ``DistributedOptimizer`` wraps ``torch.optim.AdamW``, whose per-parameter state carries a
 ``step`` tensor that FusedAdam keeps in the param groups instead. Three bugs follow
-(MEGATRON_NOTES §5 item 7; still present in 0.19). They are not CPU-specific, so they are fixed
+(docs/megatron.md §5; still present in 0.19). They are not CPU-specific, so they are fixed
 here, in the checkpoint layer, rather than in ``platform/cpu_compat``:
 
 (a) distrib_optimizer.py:642 — ``state_dict()`` asserts ``len(steps) == 1``; on a fresh optimizer

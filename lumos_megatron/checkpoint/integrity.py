@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from lumos_megatron.checkpoint.layout import CheckpointError, resolve_load
+from lumos_megatron.checkpoint.directory import CheckpointError, resolve_load
 
 _DCP_METADATA = ".metadata"
 

@@ -13,7 +13,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 from lumos_megatron.checkpoint.dist_optimizer_fixes import apply_load_fix, prime_empty_state, unshare_steps
 from lumos_megatron.checkpoint.integrity import describe_error, model_shape_problems, verify_shard_files
-from lumos_megatron.checkpoint.layout import CheckpointError, resolve_load
+from lumos_megatron.checkpoint.directory import CheckpointError, resolve_load
 from lumos_megatron.checkpoint.sharded import (
     build_state_dict,
     model_keys,

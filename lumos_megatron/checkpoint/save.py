@@ -10,10 +10,10 @@ from typing import Callable, Optional
 import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
 
-from lumos_megatron.checkpoint import layout as ckpt_layout
+from lumos_megatron.checkpoint import directory as ckpt_dir
 from lumos_megatron.checkpoint.dist_optimizer_fixes import prime_empty_state
 from lumos_megatron.checkpoint.integrity import describe_error
-from lumos_megatron.checkpoint.layout import CheckpointError
+from lumos_megatron.checkpoint.directory import CheckpointError
 from lumos_megatron.checkpoint.sharded import build_state_dict, save_strategy
 from lumos_megatron.checkpoint.state import TrainProgress, capture_rng_state, common_state
 from lumos_megatron.checkpoint.writer_process import start_writer_results_queue
@@ -42,7 +42,7 @@ def _on_rank0(step: Callable[[], None], what: str) -> None:
 
 
 def _write_run_config(directory: Path, run_config: str) -> None:
-    with open(directory / ckpt_layout.RUN_CONFIG_FILE, "w") as f:
+    with open(directory / ckpt_dir.RUN_CONFIG_FILE, "w") as f:
         f.write(run_config)
         f.flush()
         os.fsync(f.fileno())
@@ -62,9 +62,9 @@ def save_checkpoint(root: str, progress: TrainProgress, chunks, optimizer, sched
     from megatron.core import dist_checkpointing
 
     start = time.perf_counter()
-    tmp = ckpt_layout.temporary_dir(root, progress.iteration)
-    final = ckpt_layout.checkpoint_dir(root, progress.iteration)
-    _on_rank0(lambda: ckpt_layout.prepare_temporary(root, progress.iteration), f"create {tmp}")
+    tmp = ckpt_dir.temporary_dir(root, progress.iteration)
+    final = ckpt_dir.checkpoint_dir(root, progress.iteration)
+    _on_rank0(lambda: ckpt_dir.prepare_temporary(root, progress.iteration), f"create {tmp}")
 
     start_writer_results_queue()
     prime_empty_state(optimizer)  # DistOpt state before the first step (fix (a)); no-op otherwise
@@ -80,9 +80,9 @@ def save_checkpoint(root: str, progress: TrainProgress, chunks, optimizer, sched
 
     def publish() -> None:
         _write_run_config(tmp, run_config)
-        ckpt_layout.publish(tmp, final)
-        ckpt_layout.write_latest(root, progress.iteration)
-        ckpt_layout.prune(root, keep_last, protect=progress.iteration)
+        ckpt_dir.publish(tmp, final)
+        ckpt_dir.write_latest(root, progress.iteration)
+        ckpt_dir.prune(root, keep_last, protect=progress.iteration)
 
     dist.barrier()  # every shard is on disk before the checkpoint becomes visible
     _on_rank0(publish, f"publish checkpoint {final}")

@@ -12,7 +12,7 @@ names) holds::
                                      ``height``, ``source``, ``caption``
 
 Only token ids are stored: labels follow from the official layout (-100 for the human turn, i.e.
-everything before the first video start 9004; the token itself from there on, spec §1.2).
+everything before the first video start 9004; the token itself from there on, docs/method.md §1.2).
 
 A shard is written under temporary names and renamed when complete, ``.idx`` last: a shard whose
 ``.idx`` exists is whole, anything else is the leftover of an interrupted run.
@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
+from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab, frame_block_length
 
 DATASET_INFO = "dataset.json"
 SHARD_GLOB_PREFIX = "shard-"
@@ -178,7 +178,7 @@ class PretokenizedDataset:
         frames, (rows, cols) = int(meta["latent_frames"]), meta["latent_grid"]
         if frames <= max_latent_frames:
             return length
-        return length - (frames - max_latent_frames) * (3 + rows * (cols + 1) + 1)
+        return length - (frames - max_latent_frames) * frame_block_length(rows, cols)
 
     def metadata(self, index: int) -> Dict[str, Any]:
         """The sidecar record of sample ``index``."""

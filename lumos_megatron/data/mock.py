@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from lumos_megatron.config.schema import LumosConfig
-from lumos_megatron.vocab import LumosVocab, build_video_sample
+from lumos_megatron.vocab import LumosVocab, build_video_sample, frame_block_length
 
 # Caption ids are drawn above the reserved/special range so they never look like structure.
 _TEXT_ID_LOW = 10000
@@ -38,7 +38,7 @@ class MockVideoDataset:
         self.duration, self.fps = (2, 12) if self.frames > 1 else (1, 1)
         rows, cols = self.grid
         self._code_weights = 1.0 / torch.arange(1, vocab.num_visual_codes + 1, dtype=torch.float64)
-        self._block = block = 3 + rows * (cols + 1) + 1
+        self._block = block = frame_block_length(rows, cols)
         self._length = 1 + self.text_tokens + 1 + 3 + self.frames * block + 2
         if self._length > self.seq_length:
             raise ValueError(

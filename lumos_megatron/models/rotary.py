@@ -3,7 +3,7 @@
 ``GPTModel._preprocess`` calls ``self.rotary_pos_emb(position_ids, self.mrope_section, cp_group=…)``
 when ``position_embedding_type == 'mrope'`` and feeds the result, per-token angles ``[s, b, 1, d]``,
 to every layer's ``apply_rotary_pos_emb`` (unfused, rotate-half). Attaching this module there
-needs no fork and no override of private methods (MEGATRON_NOTES §1).
+needs no fork and no override of private methods (docs/megatron.md §1).
 
 ``position_ids`` arrives either as ``[b, s]`` (1D positions) or as ``[3, b, s]`` effective
 positions from :func:`lumos_megatron.models.mm_rope.effective_positions`; the angle formula is the

@@ -10,9 +10,9 @@ from lumos_megatron.ops.chunked_ce import (
     ce_chunk_forward,
     ce_chunk_forward_reference,
 )
-from lumos_megatron.ops.counter_rng import mix32, mix32_int, pattern_keys, stream_base
+from lumos_megatron.ops.counter_rng import mix32, mix32_int, pattern_keys, key_base
 from lumos_megatron.ops.extension import extension_available, load_extension
-from lumos_megatron.ops.tube_mask import tube_mask_apply, tube_mask_apply_reference, tube_pattern
+from lumos_megatron.ops.tube_patterns import tube_mask_apply, tube_mask_apply_reference, tube_pattern
 
 __all__ = [
     "ce_chunk_backward_",
@@ -24,7 +24,7 @@ __all__ = [
     "mix32",
     "mix32_int",
     "pattern_keys",
-    "stream_base",
+    "key_base",
     "tube_mask_apply",
     "tube_mask_apply_reference",
     "tube_pattern",

@@ -1,7 +1,7 @@
 """Counter-based 32-bit RNG, identical in torch (int64 tensors) and in csrc/counter_rng.h (uint32).
 
 Random choices that must agree across the reference, the C++ and the CUDA kernels (the tube-mask
-pattern) are pure functions of a per-sample ``stream`` id and a counter, so they need no generator
+pattern) are pure functions of a per-sample ``key`` id and a counter, so they need no generator
 state, are reproducible on resume, and do not depend on the device or the order of evaluation.
 """
 
@@ -39,14 +39,14 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def stream_base(stream: int) -> int:
-    """32-bit base of a non-negative int64 stream id (both halves of the id enter the mix)."""
-    if stream < 0:
-        raise ValueError(f"stream must be non-negative, got {stream}")
-    return mix32_int(mix32_int(stream & M) ^ ((stream >> 32) & M))
+def key_base(key: int) -> int:
+    """32-bit base of a non-negative int64 key id (both halves of the id enter the mix)."""
+    if key < 0:
+        raise ValueError(f"key must be non-negative, got {key}")
+    return mix32_int(mix32_int(key & M) ^ ((key >> 32) & M))
 
 
-def pattern_keys(stream: int, period: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """int64 [period]: ``key_j = mix32(stream_base(stream) ^ j)``; all distinct (mix32 is a bijection)."""
+def pattern_keys(key: int, period: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """int64 [period]: ``key_j = mix32(key_base(key) ^ j)``; all distinct (mix32 is a bijection)."""
     j = torch.arange(period, dtype=torch.int64, device=device)
-    return mix32(j ^ stream_base(stream))
+    return mix32(j ^ key_base(key))

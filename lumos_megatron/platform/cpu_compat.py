@@ -1,7 +1,7 @@
 """The ONE place where megatron-core 0.16.1 is adapted to run on CPU (gloo) without CUDA.
 
 Megatron-core hard-codes CUDA in a handful of places on the training path (see
-shared/MEGATRON_NOTES.md §4/§5 for file:line). Running real megatron DDP, optimizers, pipeline
+docs/megatron.md §4 and §5 for file:line). Running real megatron DDP, optimizers, pipeline
 schedules and dist_checkpointing on a CPU is a product feature (users debug TP/PP/CP layouts on a
 laptop) and what our multi-process tests rely on, so the adaptations live here, applied once, and
 only when CUDA is absent. Each patch says what it works around.

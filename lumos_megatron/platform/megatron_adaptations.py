@@ -323,7 +323,7 @@ ADAPTATIONS: Tuple[MegatronAdaptation, ...] = (
     ),
     _entry(
         "cp-batch-slicing",
-        "training.context_parallel:slice_batch_for_cp",
+        "models.cp_sharding:slice_batch_for_cp",
         "Megatron-LM get_batch_on_this_cp_rank and models/common/embeddings/rope_utils.py:48-64 "
         "get_pos_emb_on_this_cp_rank",
         "The batch helper is not in megatron-core and the RoPE slicer allocates pinned CUDA memory; we "

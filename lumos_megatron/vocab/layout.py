@@ -1,6 +1,6 @@
 """Lumos-1 training-sample layout: building samples and parsing/validating token sequences.
 
-Layout of one sample (spec §1.2)::
+Layout of one sample (docs/method.md §1.2)::
 
     [BOS] text... 8710                                  human turn (labels -100)
     9004, 8804+duration, 8804+fps                       video prefix (labels = tokens from here on)
@@ -77,6 +77,12 @@ class VideoLayout:
         return len(self.frames)
 
 
+def frame_block_length(rows: int, cols: int) -> int:
+    """Tokens of one latent frame block: ``8197, Hgrid, Wgrid``, ``rows`` rows of ``cols`` codes
+    plus a new-line, ``8196`` (docs/method.md §1.2)."""
+    return 3 + rows * (cols + 1) + 1
+
+
 def as_token_ids(tokens: TokenSeq, what: str) -> torch.Tensor:
     """Convert a list/tensor of ids to a CPU 1-D long tensor; ValueError (naming ``what``) for
     non-integer or non-1-D input."""
@@ -103,7 +109,7 @@ def build_video_sample(
     vocab: LumosVocab,
     add_bos: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Build ``(tokens, labels)`` (1-D long) for one text-to-video sample exactly as in spec §1.2.
+    """Build ``(tokens, labels)`` (1-D long) for one text-to-video sample exactly as in docs/method.md §1.2.
 
     ``codes`` is ``[T_l, H_l, W_l]`` of raw codebook indices in ``[0, num_visual_codes)``; H_l and
     W_l must be multiples of ``vocab.latents_per_grid`` (4) because frame size tokens count 32-px
@@ -113,7 +119,7 @@ def build_video_sample(
     """
     text = as_token_ids(text_ids, "text_ids")
     # The frames/fps placeholders (above the text range) stay in stored prompts: they are filled
-    # at training time, once the kept frame count is known (spec §4, step 1).
+    # at training time, once the kept frame count is known (docs/method.md §4, step 1).
     placeholder = (text == vocab.frames_placeholder) | (text == vocab.fps_placeholder)
     bad = ((text < 0) | (text >= vocab.text_vocab_size)) & ~placeholder
     for sid in vocab.structural_ids:
@@ -277,7 +283,7 @@ def parse_layout(
         height = _read_size(tok, s + 1, "height", s, vocab, where)
         width = _read_size(tok, s + 2, "width", s, vocab, where)
         content_start = s + 3
-        expected_end = content_start + height * (width + 1)
+        expected_end = s + frame_block_length(height, width) - 1
         if expected_end != actual_end:
             raise ValueError(
                 f"{where}size tokens at positions {s + 1},{s + 2} of frame {f} (frame start at "

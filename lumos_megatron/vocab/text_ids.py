@@ -1,6 +1,6 @@
 """Text ids of the Lumos vocabulary: reserved structural ids, the foreign-tokenizer id map, numbers.
 
-Lumos-1 uses the Chameleon BPE, whose ids *are* the Lumos text ids (spec §1.1). Any other text
+Lumos-1 uses the Chameleon BPE, whose ids *are* the Lumos text ids (docs/method.md §1.1). Any other text
 tokenizer (a user's HF ``tokenizer.json`` or a sentencepiece model) has its own id space, which has
 to be placed inside the Lumos text range ``[0, text_vocab_size)`` without ever producing an id the
 vocabulary reserves for structure (BOS/pad, frame start/end, new-line, size tokens, separator, mask,
@@ -8,7 +8,7 @@ video start/end): a text token that landed on 9004 would open a fake video. :cla
 that placement, a bijection foreign id ↔ Lumos id that fills the free text ids in ascending order.
 
 This module reads vocabulary fields only; :meth:`LumosVocab.text_id_map` is the public entry point
-(the vocabulary object owns every id, DESIGN.md §4).
+(the vocabulary object owns every id, the vocabulary contract).
 """
 
 from __future__ import annotations

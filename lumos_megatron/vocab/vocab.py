@@ -4,7 +4,7 @@ Every other module (sequence layout, MM-RoPE, frame mask, losses, inference) ask
 :class:`LumosVocab` instead of hard-coding numbers, so that a small test vocabulary (e.g.
 ``vocab_size=65600``) or a re-based tokenizer only has to be described once.
 
-Id conventions (spec §1.1):
+Id conventions (docs/method.md §1.1):
 
 * ids ``[0, text_vocab_size)`` are the Chameleon text vocabulary; all structural special tokens
   (BOS, frame start/end, new-line, size tokens, separator, mask, video start/end) live there;
@@ -53,7 +53,7 @@ _PLACEHOLDER_FIELDS = (
 class LumosVocab:
     """Token-id map of the Lumos-1 unified (text + Cosmos visual) vocabulary.
 
-    All fields are keyword-overridable; defaults are the official ids (spec §1.1). The instance is
+    All fields are keyword-overridable; defaults are the official ids (docs/method.md §1.1). The instance is
     frozen and validated on construction, so a vocabulary object that exists is always consistent.
     """
 
@@ -75,7 +75,7 @@ class LumosVocab:
     # Size tokens count frame height/width in units of 32 px; one latent token covers 8 px.
     grid_px: int = 32
     latent_px: int = 8
-    # Transient prompt ids (spec §1.1): the official text processor appends these five added tokens
+    # Transient prompt ids (docs/method.md §1.1): the official text processor appends these five added tokens
     # after the 65,536 Chameleon ids, so they collide with visual codes 0..4 on purpose. They only
     # occur in pre-tokenized text before the first video start and are replaced before the model.
     image_placeholder: int = 65536

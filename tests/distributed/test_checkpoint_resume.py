@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from conftest import REPO, TINY_RECIPE, read_scalars, run_train, train_command
-from lumos_megatron.checkpoint.layout import list_checkpoints, read_latest
+from lumos_megatron.checkpoint.directory import list_checkpoints, read_latest
 from lumos_megatron.config import load_recipe
 
 pytestmark = pytest.mark.distributed

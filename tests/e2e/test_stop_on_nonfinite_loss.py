@@ -2,7 +2,7 @@
 nothing (a NaN checkpoint would overwrite good ones under keep_last)."""
 
 from conftest import TINY_RECIPE, run_train
-from lumos_megatron.checkpoint.layout import list_checkpoints
+from lumos_megatron.checkpoint.directory import list_checkpoints
 
 
 def test_nonfinite_loss_stops_with_status_3_and_saves_nothing(tmp_path):

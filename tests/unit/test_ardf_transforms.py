@@ -1,4 +1,4 @@
-"""Training-time sample rewrites before the tube mask (LUMOS_SPEC §4 order of operations)."""
+"""Training-time sample rewrites before the tube mask (docs/method.md §4 order of operations)."""
 
 import pytest
 import torch
@@ -78,7 +78,7 @@ def test_ardf_batch_pads_masks_and_rejects_overlong_samples():
 
 
 @pytest.mark.parametrize("frames,expected", [
-    # 7 kept latent frames: "24 frames at 12 frames per second" (spec §1.3).
+    # 7 kept latent frames: "24 frames at 12 frames per second" (docs/method.md §1.3).
     (22, ([16401, 16403], [16400, 16401])),
     # Images: "1 frames at 1 frames per second".
     (1, ([16400], [16400])),

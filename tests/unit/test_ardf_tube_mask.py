@@ -1,4 +1,4 @@
-"""AR-DF tube mask (LUMOS_SPEC §4): invariants, the official random order, ratio distribution,
+"""AR-DF tube mask (docs/method.md §4): invariants, the official random order, ratio distribution,
 and the counter-stream training path."""
 
 import math
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import lumos_batch
-from lumos_megatron.ardf import content_mask, tube_mask, tube_mask_detailed, tube_mask_from_streams
-from lumos_megatron.ardf.streams import PURPOSE_TUBE_MASK, sample_stream
+from lumos_megatron.ardf import content_mask, tube_mask, tube_mask_detailed, tube_mask_from_keys
+from lumos_megatron.ardf.random_keys import PURPOSE_TUBE_MASK, sample_random_key
 from lumos_megatron.ardf.tube_mask import mask_ratio, ratio_uniform
 from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab, build_video_sample
 
@@ -97,7 +97,7 @@ def test_mask_ratio_distribution():
     assert abs(float((r == 0.7).float().mean()) - p_min) < 0.005
     assert abs(float(r.mean()) - 0.8002) < 0.002
     # The counter-stream path has the same distribution.
-    u = torch.tensor([ratio_uniform(sample_stream(0, 0, i, PURPOSE_TUBE_MASK)) for i in range(50_000)])
+    u = torch.tensor([ratio_uniform(sample_random_key(0, 0, i, PURPOSE_TUBE_MASK)) for i in range(50_000)])
     r = mask_ratio(u, 0.7)
     assert abs(float((r == 0.7).float().mean()) - 0.4936) < 0.01
     assert abs(float(r.mean()) - 0.8002) < 0.004
@@ -105,14 +105,14 @@ def test_mask_ratio_distribution():
 
 def test_stream_masks_are_per_sample_and_independent_of_batching():
     tokens, labels = batch_with_labels(text_lens=(20, 40, 30, 25))
-    streams = [sample_stream(3, 5, i, PURPOSE_TUBE_MASK) for i in range(4)]
-    whole = tube_mask_from_streams(tokens, labels, VOCAB, streams)
+    streams = [sample_random_key(3, 5, i, PURPOSE_TUBE_MASK) for i in range(4)]
+    whole = tube_mask_from_keys(tokens, labels, VOCAB, streams)
     _check_invariants(tokens, labels, whole.tokens, whole.labels, whole.ratio)
-    halves = [tube_mask_from_streams(tokens[i:i + 2], labels[i:i + 2], VOCAB, streams[i:i + 2])
+    halves = [tube_mask_from_keys(tokens[i:i + 2], labels[i:i + 2], VOCAB, streams[i:i + 2])
               for i in (0, 2)]
     assert torch.equal(whole.tokens, torch.cat([h.tokens for h in halves]))
     assert torch.equal(whole.labels, torch.cat([h.labels for h in halves]))
-    other = tube_mask_from_streams(tokens, labels, VOCAB, [s + 1 for s in streams])
+    other = tube_mask_from_keys(tokens, labels, VOCAB, [s + 1 for s in streams])
     assert not torch.equal(other.tokens, whole.tokens)
     masked, maskable = whole.realized_ratio()
     assert 0.6 < masked / maskable <= 1.0
@@ -125,4 +125,4 @@ def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match=r"\[B, L\]"):
         tube_mask(tokens[0], labels[0], VOCAB)
     with pytest.raises(ValueError, match="streams"):
-        tube_mask_from_streams(tokens, labels, VOCAB, [1, 2])
+        tube_mask_from_keys(tokens, labels, VOCAB, [1, 2])

@@ -1,4 +1,4 @@
-"""Frame-causal attention mask (§3): tiny layout, per-sample batching, segment ids, errors."""
+"""Frame-causal attention mask (docs/method.md §3): tiny layout, per-sample batching, segment ids, errors."""
 
 import pytest
 import torch

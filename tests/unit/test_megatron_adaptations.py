@@ -95,9 +95,11 @@ def test_every_cpu_compat_patch_is_indexed():
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     assert "apply_cpu_compat" in functions, "cpu_compat.apply_cpu_compat is gone: update this test"
 
-    # Patches: functions named like one, and everything apply_cpu_compat calls.
-    applied = {n.func.id for n in ast.walk(functions["apply_cpu_compat"])
-               if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    # Patches: functions named like one, and every function apply_cpu_compat calls for its effect
+    # (a bare call statement; predicates such as cpu_compat_needed() are not patches).
+    applied = {n.value.func.id for n in ast.walk(functions["apply_cpu_compat"])
+               if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)
+               and isinstance(n.value.func, ast.Name)}
     patches = {name for name in functions if name.startswith(PATCH_PREFIXES)}
     patches |= applied & functions.keys()
     assert {"_stub_torch_cuda", "_tagged_p2p_ops", "_rewrite_type_checks"} <= patches, \

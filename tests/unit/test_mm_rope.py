@@ -1,4 +1,4 @@
-"""MM-RoPE position ids (§2.3), channel→axis maps (§2.2) and the numeric cos table (§2.4)."""
+"""MM-RoPE position ids (docs/method.md §2.3), channel→axis maps (§2.2) and the numeric cos table (§2.4)."""
 
 import math
 

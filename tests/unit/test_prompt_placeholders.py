@@ -1,5 +1,5 @@
 """The Lumos prompt (template, ids, caption validation) and training-time placeholder filling,
-including the spec §1.3 worked example: 65539 → "24" = [16401, 16403] and
+including docs/method.md §1.3 worked example: 65539 → "24" = [16401, 16403] and
 65540 → "12" = [16400, 16401].
 """
 
@@ -83,7 +83,7 @@ def test_prompt_template_string():
         "Generate a video with a resolution of 672x384, consisting of 24 frames at 12 frames per "
         "second, according to the following prompt:\n a cat"
     )
-    # Images are 1-frame videos: "1 frames at 1 frames per second" (spec §1.2).
+    # Images are 1-frame videos: "1 frames at 1 frames per second" (docs/method.md §1.2).
     assert "consisting of 1 frames at 1 frames per second" in prompt_text(
         "x", 448, 256, frames=1, fps=1
     )

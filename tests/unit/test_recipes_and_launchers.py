@@ -1,6 +1,6 @@
 """The shipped recipes and launchers: every recipe loads and validates through the real loader,
 names follow ``<model>_<size>_<stage>_<ngpu>gpu_<hardware>_<dtype>.yaml`` and fit their GPU count,
-the official hyper-parameters (LUMOS_SPEC §6.3) are what the recipes say, and the SLURM/torchrun
+the official hyper-parameters (docs/method.md §6.3) are what the recipes say, and the SLURM/torchrun
 scripts are valid bash. Their dry runs (fake ``srun``/``scontrol``/``squeue``/``torchrun`` on
 PATH) produce a trainer command line that the loader accepts, and the signal path of the
 single-node launcher really delivers SIGUSR1 to the workers.
@@ -37,11 +37,11 @@ NAME_RE = re.compile(
     r"(?P<stage>stage(?P<stage_no>\d+)-(?P<data>[a-z]+)-(?P<res>\d+)p)_"
     r"(?P<ngpu>\d+)gpu_(?P<hardware>[a-z0-9]+)_(?P<dtype>bf16|fp16|fp32)\.yaml$"
 )
-# LUMOS_SPEC §6.3: (stage, size) -> lr (= min_lr); per-stage max_seq_len.
+# docs/method.md §6.3: (stage, size) -> lr (= min_lr); per-stage max_seq_len.
 OFFICIAL_LR = {(1, "1b"): 5e-5, (1, "3b"): 1e-4, (2, "1b"): 2.5e-5, (2, "3b"): 2.5e-5}
 OFFICIAL_MAX_SEQ = {1: 32768, 2: 65536}
 STAGE_DATA = {1: "image", 2: "joint"}
-# Pre-tokenization target sizes (LUMOS_SPEC §7): 256p -> 352 -> 121 patches, 384p -> 528 -> 256.
+# Pre-tokenization target sizes (docs/method.md §7): 256p -> 352 -> 121 patches, 384p -> 528 -> 256.
 PATCHES = {256: (352 // 32) ** 2, 384: (528 // 32) ** 2}
 KEPT_LATENT_FRAMES = 7
 MIN_TEXT_ROOM = 1024  # tokens left for caption + prefix in the longest sample

@@ -87,7 +87,7 @@ def test_vocab_transient_placeholder_fields():
         "<video_frames_placeholder>": 65539,
         "<video_fps_placeholder>": 65540,
     }
-    # They collide with visual codes 3 and 4 on purpose (spec §1.1) and the vocab accepts that.
+    # They collide with visual codes 3 and 4 on purpose (docs/method.md §1.1) and the vocab accepts that.
     assert (
         VOCAB.code_of(VOCAB.frames_placeholder) == 3 and VOCAB.code_of(VOCAB.fps_placeholder) == 4
     )

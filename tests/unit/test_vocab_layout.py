@@ -14,7 +14,7 @@ from lumos_megatron.vocab import (
 
 TINY_VOCAB = LumosVocab(vocab_size=65600)
 
-# The 58 ids of the spec §1.3 tiny layout, written out by hand from the spec listing.
+# The 58 ids of docs/method.md §1.3 tiny layout, written out by hand from the listing there.
 TINY_IDS = (
     [0, 101, 102, 103, 8710, 9004, 8806, 8816, 8197, 8805, 8805]
     + sum([[65536 + 4 * r + c for c in range(4)] + [8803] for r in range(4)], [])

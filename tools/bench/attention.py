@@ -8,7 +8,7 @@ Usage::
 Every case is a real Lumos-1 layout built with ``build_video_sample`` (BOS + ~256 text tokens +
 separator, video prefix, T frame blocks of ``3 + H_l*(W_l+1) + 1`` tokens, video end), right
 padded with pad id 0 to a multiple of the block size (what fixed-length training batches do;
-padding is causal text per spec §3). Backends, timed in the same run on the same q/k/v:
+padding is causal text per docs/method.md §3). Backends, timed in the same run on the same q/k/v:
 
 * ``sdpa-dense``: SDPA with the dense bool [B,1,L,L] frame-causal mask (what Lumos-1 does);
 * ``sdpa-causal``: SDPA ``is_causal=True``, a lower bound that ignores intra-frame
@@ -42,7 +42,7 @@ from lumos_megatron.models.attention.flex import (
     frame_causal_flex_attention,
 )
 from lumos_megatron.models.frame_mask import frame_segment_ids, mask_from_segment_ids
-from lumos_megatron.vocab import LumosVocab, build_video_sample
+from lumos_megatron.vocab import LumosVocab, build_video_sample, frame_block_length
 
 FWD_BWD_FACTOR = 3.5  # backward ≈ 2.5x forward (dq, dk, dv and the recomputed P)
 
@@ -89,7 +89,7 @@ def build_tokens(case: Case, vocab: LumosVocab, pad_multiple: int, gen: torch.Ge
     length = -(-tokens.numel() // pad_multiple) * pad_multiple
     padded = torch.full((1, length), vocab.pad, dtype=torch.long)
     padded[0, : tokens.numel()] = tokens
-    return padded, 3 + h * (w + 1) + 1
+    return padded, frame_block_length(h, w)
 
 
 def mask_density(seg: torch.Tensor) -> float:

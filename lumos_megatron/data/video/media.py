@@ -1,4 +1,4 @@
-"""Media file -> cropped training frames: the whole "media -> frames" half of LUMOS_SPEC §7 item 3.
+"""Media file -> cropped training frames: the whole "media -> frames" half of docs/method.md §7 item 3.
 
 Videos: probe -> frame indices (:mod:`.sampling`) -> decode (:mod:`.readers`) -> one crop size
 chosen from the first frame, applied to every frame (:mod:`.crop`). Images (by extension, or any
@@ -108,7 +108,7 @@ def load_media(path: str, *, fps: float, duration: float, resolution: int, sampl
                backend: str = AUTO, alpha: str = "drop") -> LoadedMedia:
     """Decode, sample and crop one image or video into :class:`LoadedMedia`.
 
-    ``fps``/``duration``: the clip to cut (e.g. 12 and 7, spec §7); ``resolution``: the crop-list
+    ``fps``/``duration``: the clip to cut (e.g. 12 and 7, docs/method.md §7); ``resolution``: the crop-list
     ``target_size`` (module docstring); ``sampling``: ``"exact"`` or ``"official"``
     (:mod:`.sampling`); ``backend``: ``"auto"``, ``"dali_gpu"``, ``"dali_cpu"`` or ``"pyav"``
     (ignored for images, which PIL reads); ``alpha``: see :func:`load_image`.

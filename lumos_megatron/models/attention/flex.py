@@ -1,4 +1,4 @@
-"""FlexAttention backend for the Lumos-1 frame-causal mask (spec §3), aimed at GPU training.
+"""FlexAttention backend for the Lumos-1 frame-causal mask (docs/method.md §3), aimed at GPU training.
 
 The frame-causal mask is ``allowed(q, kv) = kv <= q  or  seg[q] == seg[kv] > 0`` where ``seg`` are
 the per-token frame segment ids of :func:`lumos_megatron.models.frame_mask.frame_segment_ids`.

@@ -1,7 +1,7 @@
 """TransformerEngine core attention with the frame-causal mask as a ``post_scale_bias``.
 
 TE's fused (cuDNN) and flash kernels do not take arbitrary boolean masks; only TE's unfused
-backend does, and it materialises the S x S scores in Python-level ops (MEGATRON_NOTES §2). TE's
+backend does, and it materialises the S x S scores in Python-level ops (docs/megatron.md §2). TE's
 documented route for an arbitrary mask on the fused path is to turn it into an additive bias
 applied after the softmax scale (``core_attention_bias_type="post_scale_bias"``): 0 where a pair
 may attend, a very negative number where it may not, with no TE mask at all

@@ -3,7 +3,7 @@
 A :class:`TextTokenizer` turns text into **Lumos text ids** (never the tokenizer's own ids), so the
 prompt builder and pre-tokenization do not care which tokenizer is behind it:
 
-* the Chameleon BPE's ids are the Lumos text ids as they are (spec §1.1);
+* the Chameleon BPE's ids are the Lumos text ids as they are (docs/method.md §1.1);
 * any other tokenizer's ids go through the vocabulary's
   :class:`~lumos_megatron.vocab.text_ids.TextIdMap`.
 

@@ -23,7 +23,7 @@ from lumos_megatron.vocab.text_ids import CHAMELEON_TEXT_VOCAB_SIZE, chameleon_n
 
 from .base import TRANSIENT_TOKENS, IdTranslator, TextTokenizer, transient_ids
 
-#: Token strings at fixed ids that identify Chameleon's tokenizer.json (spec §1.1 table; the
+#: Token strings at fixed ids that identify Chameleon's tokenizer.json (docs/method.md §1.1 table; the
 #: ``<reservedXXXXX>`` token has id XXXXX + 4).
 CHAMELEON_MARKERS: dict[str, int] = {
     "<s>": 0,
@@ -116,7 +116,7 @@ class HFTextTokenizer(TextTokenizer):
                 raise ValueError(
                     f"{self._path} is Chameleon's tokenizer, whose ids are used unchanged, but the "
                     f"vocabulary differs from the official ids: {wrong}; use the default "
-                    f"LumosVocab ids (spec §1.1)"
+                    f"LumosVocab ids (docs/method.md §1.1)"
                 )
             self._size = base_size
         else:

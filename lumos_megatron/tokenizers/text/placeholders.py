@@ -1,4 +1,4 @@
-"""Training-time step 1 (spec §4): write the frame count and fps into the stored prompt.
+"""Training-time step 1 (docs/method.md §4): write the frame count and fps into the stored prompt.
 
 Pre-tokenized samples keep the frames/fps placeholders as transient ids (65539/65540). Those ids
 are also visual codes 3 and 4, so they are looked for only before the first video start (9004),

@@ -1,4 +1,4 @@
-"""The Lumos-1 prompt (spec §1.2, §5.1): caption validation, the template text and its ids.
+"""The Lumos-1 prompt (docs/method.md §1.2, §5.1): caption validation, the template text and its ids.
 
 Training data stores the human turn with the frames/fps placeholders as their transient ids
 (65539/65540); they are filled at training time (:func:`~.placeholders.fill_placeholders`) with

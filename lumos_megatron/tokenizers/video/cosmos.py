@@ -9,7 +9,7 @@ I/O contract of the released ``encoder.jit`` / ``decoder.jit`` (NVIDIA Cosmos-To
   element 0, the indices (FSQ levels (8, 8, 8, 5, 5, 5), 64,000 codes);
 * decoder: ``indices [B, t, h, w]`` (int) -> ``[B, 3, 1 + 4 (t - 1), 8h, 8w]`` in about [-1, 1].
 
-Pre/post-processing follows the official Lumos-1 path (LUMOS_SPEC §7 item 3):
+Pre/post-processing follows the official Lumos-1 path (docs/method.md §7 item 3):
 ``vid_tokens_from_pil_list`` computes ``pixels / 255 * 2 - 1`` in float64, casts to the tokenizer
 dtype (bf16 in Lumos) and encodes the whole clip at once as ``[1, 3, T, H, W]``; ``decode_video``
 decodes ``[1, t, h, w]`` int32 indices, casts to float32, clamps to [-1, 1] and converts with

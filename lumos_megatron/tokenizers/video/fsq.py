@@ -1,7 +1,7 @@
 """Finite scalar quantization (FSQ, Mentzer et al. 2023) with Cosmos-Tokenizer's conventions.
 
 Each of ``D = len(levels)`` channels is bounded, rounded to one of ``L_i`` integer levels and
-renormalised to [-1, 1]. Conventions shared with Cosmos ``FSQuantizer`` (LUMOS_SPEC §1.1), so that
+renormalised to [-1, 1]. Conventions shared with Cosmos ``FSQuantizer`` (docs/method.md §1.1), so that
 our indices mean what Cosmos indices mean:
 
 * bound: ``tanh(z + atanh(offset / half_l)) * half_l - offset`` with ``half_l = (L - 1)(1 + eps) / 2``

@@ -25,6 +25,8 @@ from typing import List, Optional
 LATEST_FILE = "latest_checkpointed_iteration.txt"
 RUN_CONFIG_FILE = "run_config.yaml"
 _ITER_RE = re.compile(r"^iter_(\d{7,})$")
+# What a killed save leaves: its temporary directory, or the previous copy of a re-saved iteration.
+_LEFTOVER_RE = re.compile(r"^\.iter_(\d{7,})\.(tmp|old)$")
 
 
 class CheckpointError(RuntimeError):
@@ -140,7 +142,8 @@ def prune(root: str | Path, keep_last: int, protect: Optional[int] = None) -> Li
     """Delete all but the newest ``keep_last`` checkpoints (0 keeps all); returns those deleted.
 
     ``protect`` (the iteration just saved, and the one ``latest`` names) is never deleted.
-    Leftover temporaries of killed saves, other than one in progress, are removed as well.
+    Leftovers of killed saves (``.iter_NNNNNNN.tmp`` and ``.iter_NNNNNNN.old``) are removed as
+    well: call this after a save has been published, when no save of this run is in progress.
     """
     if keep_last < 0:
         raise ValueError(f"keep_last must be >= 0, got {keep_last}")
@@ -157,7 +160,17 @@ def prune(root: str | Path, keep_last: int, protect: Optional[int] = None) -> Li
             if it not in keep:
                 shutil.rmtree(checkpoint_dir(root, it), ignore_errors=True)
                 deleted.append(it)
+    for leftover in leftover_dirs(root):
+        shutil.rmtree(leftover, ignore_errors=True)
     return deleted
+
+
+def leftover_dirs(root: str | Path) -> List[Path]:
+    """Temporary directories of killed saves under ``root`` (never read by a load)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(e for e in root.iterdir() if _LEFTOVER_RE.match(e.name) and e.is_dir())
 
 
 def resolve_load(root: str | Path, step: Optional[int] = None) -> Optional[Path]:

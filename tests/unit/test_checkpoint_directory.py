@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from lumos_megatron.checkpoint.layout import (
+from lumos_megatron.checkpoint.directory import (
     LATEST_FILE,
     CheckpointError,
     checkpoint_dir,
@@ -137,3 +137,17 @@ def test_truncated_or_missing_shard_is_named(tmp_path):
     (tmp_path / ".metadata").unlink()
     with pytest.raises(CheckpointError, match="is missing"):
         verify_shard_files(tmp_path)
+
+
+def test_prune_removes_leftovers_of_killed_saves(tmp_path):
+    from lumos_megatron.checkpoint.directory import leftover_dirs
+
+    _fake_checkpoint(tmp_path, 10, "good")
+    (prepare_temporary(tmp_path, 20) / "shard.distcp").write_text("half")  # killed before publish
+    (tmp_path / ".iter_0000010.old").mkdir()  # killed between the two renames of a re-save
+    (tmp_path / ".iter_12.tmp").mkdir()  # not a name a save writes: left alone
+    assert [p.name for p in leftover_dirs(tmp_path)] == [".iter_0000010.old", ".iter_0000020.tmp"]
+    _fake_checkpoint(tmp_path, 30)
+    assert prune(tmp_path, keep_last=0, protect=30) == []
+    assert leftover_dirs(tmp_path) == [] and not temporary_dir(tmp_path, 20).exists()
+    assert (tmp_path / ".iter_12.tmp").is_dir() and list_checkpoints(tmp_path) == [10, 30]

@@ -1,4 +1,4 @@
-"""Counter-based random streams for the training-time transforms.
+"""Counter-based random keys for the training-time transforms (docs/method.md §4).
 
 Every random decision about a sample (its CFG drop, its mask ratio and tube pattern) is a pure
 function of (seed, iteration, global sample index, purpose). Nothing depends on how samples are
@@ -8,16 +8,16 @@ at another DP size make exactly the same decisions.
 
 from __future__ import annotations
 
-from lumos_megatron.ops.counter_rng import mix32_int, stream_base
+from lumos_megatron.ops.counter_rng import mix32_int, key_base
 
 PURPOSE_TUBE_MASK = 1
-"""Stream of the tube mask (ratio and spatial pattern)."""
+"""Key of the tube mask (ratio and spatial pattern)."""
 PURPOSE_CFG_DROP = 2
-"""Stream of the classifier-free-guidance drop decision."""
+"""Key of the classifier-free-guidance drop decision."""
 
 
-def sample_stream(seed: int, iteration: int, sample_index: int, purpose: int) -> int:
-    """Non-negative int64 stream id of one (seed, iteration, global sample, purpose)."""
+def sample_random_key(seed: int, iteration: int, sample_index: int, purpose: int) -> int:
+    """Non-negative int64 key id of one (seed, iteration, global sample, purpose)."""
     for name, value in (("seed", seed), ("iteration", iteration), ("sample_index", sample_index)):
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
@@ -27,6 +27,6 @@ def sample_stream(seed: int, iteration: int, sample_index: int, purpose: int) ->
     return ((hi & 0x7FFFFFFF) << 32) | lo
 
 
-def stream_uniform(stream: int) -> float:
-    """One U[0,1) draw of a stream (its first counter value)."""
-    return stream_base(stream) / 2.0 ** 32
+def key_uniform(key: int) -> float:
+    """One U[0,1) draw of a key (its first counter value)."""
+    return key_base(key) / 2.0 ** 32

@@ -8,7 +8,7 @@ from lumos_megatron.ops import (
     mix32,
     mix32_int,
     pattern_keys,
-    stream_base,
+    key_base,
     tube_mask_apply,
     tube_mask_apply_reference,
     tube_pattern,
@@ -39,7 +39,7 @@ def test_mix32_known_values():
     # Regression values: the C++/CUDA kernels and saved masks depend on these exact bits.
     assert [mix32_int(v) for v in (0, 1, 2, 0xDEADBEEF, M)] == [
         0x0, 0x688990C0, 0xD1132181, 0xE628C683, 0x6768824A]
-    assert stream_base(123456789012345) == 0x4AF1E59F
+    assert key_base(123456789012345) == 0x4AF1E59F
 
 
 def test_mix32_has_no_collisions_on_consecutive_inputs():
@@ -49,13 +49,13 @@ def test_mix32_has_no_collisions_on_consecutive_inputs():
 
 
 def test_stream_base_uses_both_halves_and_keys_are_distinct():
-    assert stream_base(7) != stream_base(7 + 2**32)
-    assert stream_base(0) != stream_base(1)
+    assert key_base(7) != key_base(7 + 2**32)
+    assert key_base(0) != key_base(1)
     with pytest.raises(ValueError):
-        stream_base(-1)
+        key_base(-1)
     keys = pattern_keys(2**40 + 3, 5000)
     assert keys.shape == (5000,) and keys.unique().numel() == 5000
-    assert keys[17].item() == mix32_int(stream_base(2**40 + 3) ^ 17)
+    assert keys[17].item() == mix32_int(key_base(2**40 + 3) ^ 17)
 
 
 # ---- tube pattern and the reference -----------------------------------------------------------
@@ -179,7 +179,7 @@ def test_extension_handles_strided_inputs_out_of_place():
 
 
 def test_runtime_opt_out_uses_the_reference(monkeypatch):
-    from lumos_megatron.ops import tube_mask
+    from lumos_megatron.ops import tube_patterns
 
     calls = []
 
@@ -187,9 +187,9 @@ def test_runtime_opt_out_uses_the_reference(monkeypatch):
         calls.append(1)
         return tube_mask_apply_reference(*args)
 
-    monkeypatch.setattr(tube_mask, "tube_mask_apply_reference", spy)
+    monkeypatch.setattr(tube_patterns, "tube_mask_apply_reference", spy)
     monkeypatch.setenv("LUMOS_NO_EXT", "1")
     assert not extension_available()
     args = random_batch(2, 50, torch.Generator().manual_seed(1))
-    out = tube_mask.tube_mask_apply(*args, MASK_ID, IGNORE)
+    out = tube_patterns.tube_mask_apply(*args, MASK_ID, IGNORE)
     assert calls == [1] and torch.equal(out[2], tube_mask_apply_reference(*args, MASK_ID, IGNORE)[2])

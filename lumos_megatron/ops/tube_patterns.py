@@ -2,11 +2,11 @@
 
 For a sample with period ``p`` (content positions per frame) and ``num_masked`` ``n``, the k-th
 content position of its row (k = 0, 1, ... in sequence order) is masked iff
-``tube_pattern(stream, p, n)[k % p]``. Masked positions get ``mask_id`` as input and keep their
+``tube_pattern(key, p, n)[k % p]``. Masked positions get ``mask_id`` as input and keep their
 label; unmasked content positions get ``ignore_index`` as label (no loss); everything else is
 unchanged. Samples with ``p == 0`` or ``n == 0`` are left entirely unchanged.
 
-The pattern is a pure function of the sample's ``stream`` id (counter RNG, ops/counter_rng.py), so
+The pattern is a pure function of the sample's ``key`` id (counter RNG, ops/counter_rng.py), so
 ``tube_mask_apply_reference`` and the csrc kernels agree bit for bit.
 """
 
@@ -22,20 +22,20 @@ from lumos_megatron.ops.extension import extension_for
 __all__ = ["apply_tube_patterns", "tube_mask_apply", "tube_mask_apply_reference", "tube_pattern"]
 
 
-def tube_pattern(stream: int, period: int, num_masked: int) -> torch.Tensor:
+def tube_pattern(key: int, period: int, num_masked: int) -> torch.Tensor:
     """bool [period]: True at the ``num_masked`` positions with the smallest counter-RNG keys."""
     if not 0 <= num_masked <= period:
         raise ValueError(f"tube_pattern: num_masked {num_masked} outside [0, period={period}]")
     pattern = torch.zeros(period, dtype=torch.bool)
     if num_masked:
-        pattern[pattern_keys(stream, period).argsort()[:num_masked]] = True
+        pattern[pattern_keys(key, period).argsort()[:num_masked]] = True
     return pattern
 
 
 def _sample_values(tokens: torch.Tensor, labels: torch.Tensor, content: torch.Tensor,
-                   period: torch.Tensor, num_masked: torch.Tensor, stream: torch.Tensor
+                   period: torch.Tensor, num_masked: torch.Tensor, key: torch.Tensor
                    ) -> tuple[list[int], list[int], list[int]]:
-    """Check shapes/dtypes and per-sample values; return (period, num_masked, stream) as lists."""
+    """Check shapes/dtypes and per-sample values; return (period, num_masked, key) as lists."""
     if tokens.dim() != 2 or labels.shape != tokens.shape or content.shape != tokens.shape:
         raise ValueError(f"tube_mask_apply: tokens {tuple(tokens.shape)}, labels "
                          f"{tuple(labels.shape)} and content {tuple(content.shape)} must all be [B, L]")
@@ -44,7 +44,7 @@ def _sample_values(tokens: torch.Tensor, labels: torch.Tensor, content: torch.Te
                         f"{tokens.dtype}/{labels.dtype}/{content.dtype}")
     batch = tokens.shape[0]
     values = []
-    for name, t in (("period", period), ("num_masked", num_masked), ("stream", stream)):
+    for name, t in (("period", period), ("num_masked", num_masked), ("key", key)):
         if t.shape != (batch,) or t.dtype != torch.int64:
             raise ValueError(f"tube_mask_apply: {name} must be int64 [B={batch}], got "
                              f"{t.dtype} {tuple(t.shape)}")
@@ -56,22 +56,22 @@ def _sample_values(tokens: torch.Tensor, labels: torch.Tensor, content: torch.Te
             raise ValueError(f"tube_mask_apply: sample {b} has num_masked {n} outside "
                              f"[0, period={p}]")
         if s < 0:
-            raise ValueError(f"tube_mask_apply: sample {b} has negative stream {s}")
+            raise ValueError(f"tube_mask_apply: sample {b} has negative key {s}")
     return values[0], values[1], values[2]
 
 
 def tube_mask_apply_reference(tokens: torch.Tensor, labels: torch.Tensor, content: torch.Tensor,
-                              period: torch.Tensor, num_masked: torch.Tensor, stream: torch.Tensor,
+                              period: torch.Tensor, num_masked: torch.Tensor, key: torch.Tensor,
                               mask_id: int, ignore_index: int = -100
                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pure-PyTorch tube mask (see the module docstring); returns (tokens, labels, masked).
 
-    tokens/labels int64 [B, L], content bool [B, L], period/num_masked/stream int64 [B]. Out of
+    tokens/labels int64 [B, L], content bool [B, L], period/num_masked/key int64 [B]. Out of
     place. Raises ValueError for num_masked > period (naming the sample) or bad shapes.
     """
-    periods, counts, streams = _sample_values(tokens, labels, content, period, num_masked, stream)
+    periods, counts, keys = _sample_values(tokens, labels, content, period, num_masked, key)
     patterns = [tube_pattern(s, p, n) if p and n else None
-                for p, n, s in zip(periods, counts, streams)]
+                for p, n, s in zip(periods, counts, keys)]
     return apply_tube_patterns(tokens, labels, content, patterns, mask_id, ignore_index)
 
 
@@ -97,7 +97,7 @@ def apply_tube_patterns(tokens: torch.Tensor, labels: torch.Tensor, content: tor
 
 
 def tube_mask_apply(tokens: torch.Tensor, labels: torch.Tensor, content: torch.Tensor,
-                    period: torch.Tensor, num_masked: torch.Tensor, stream: torch.Tensor,
+                    period: torch.Tensor, num_masked: torch.Tensor, key: torch.Tensor,
                     mask_id: int, ignore_index: int = -100
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tube mask with the csrc kernel for ``tokens``' device when built, else the reference.
@@ -106,12 +106,12 @@ def tube_mask_apply(tokens: torch.Tensor, labels: torch.Tensor, content: torch.T
     """
     ext = extension_for(tokens)
     if ext is None:
-        return tube_mask_apply_reference(tokens, labels, content, period, num_masked, stream,
+        return tube_mask_apply_reference(tokens, labels, content, period, num_masked, key,
                                          mask_id, ignore_index)
     # Validate here too so both paths raise the same Python exceptions with the same messages.
-    _sample_values(tokens, labels, content, period, num_masked, stream)
+    _sample_values(tokens, labels, content, period, num_masked, key)
     if labels.device != tokens.device or content.device != tokens.device:
         raise ValueError("tube_mask_apply: tokens, labels and content must be on one device")
-    out = ext.tube_mask_apply(tokens, labels, content, period, num_masked, stream,
+    out = ext.tube_mask_apply(tokens, labels, content, period, num_masked, key,
                               int(mask_id), int(ignore_index))
     return out[0], out[1], out[2]
