@@ -17,6 +17,9 @@ from setuptools import find_packages, setup
 # torch 2.13's headers use C++20 (bit-field initializers); C++17 only builds with warnings.
 CXX_STD = "-std=c++20"
 
+# The torch versions the code supports (tests/unit/test_packaging.py keeps this honest).
+TORCH_REQUIREMENT = "torch>=2.6,<3"
+
 
 def csrc_extensions():
     """The csrc/ extension modules to build; none with LUMOS_NO_EXT=1.
@@ -78,8 +81,11 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["lumos_megatron", "lumos_megatron.*"]),
     install_requires=[
-        # Pinned: pip resolves the CPU wheel on our machines; clusters preinstall their CUDA build.
-        "torch==2.13.0",
+        # A range, not a pin: a cluster's CUDA torch (e.g. an NGC container's) that satisfies it
+        # stays as it is. FlexAttention block masks and SDPA's enable_gqa need 2.6; CI runs 2.13.0,
+        # which the README's commands install first on CPU machines (so pip never resolves a
+        # CUDA-sized wheel there).
+        TORCH_REQUIREMENT,
         # Last release that supports Python 3.11 (0.17+ needs 3.12).
         "megatron-core==0.16.1",
         "psutil",  # required by dist_checkpointing's async writer

@@ -4,4 +4,13 @@ Importing the package is cheap: megatron-core and the model code load only when 
 needs them is imported.
 """
 
+import warnings
+
 __version__ = "0.1.0"
+
+# Importing megatron-core without TransformerEngine/Apex (every CPU machine) emits four
+# UserWarnings from four of its modules, in every process. That is our supported setup, and
+# whether TE is there is checked where it matters (model.attention_backend=te_bias), so our
+# commands print none of them. The filter matches only those messages.
+warnings.filterwarnings("ignore", message=r"Transformer Engine and Apex are not installed",
+                        category=UserWarning)
