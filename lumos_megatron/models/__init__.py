@@ -4,7 +4,7 @@ Submodules are imported lazily so that pure-tensor helpers (``mm_rope``, ``frame
 ``inputs``) and the attention-backend registry can be used without loading megatron-core.
 """
 
-import importlib
+from lumos_megatron.lazy_exports import lazy_getattr
 
 _LAZY = {
     "LumosModel": "lumos_megatron.models.lumos_model",
@@ -14,7 +14,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lumos_megatron.models' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

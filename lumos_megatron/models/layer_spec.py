@@ -130,12 +130,12 @@ def lumos_layer_spec(cfg: LumosConfig, recompute_layer: bool = False) -> ModuleS
     )
 
 
-def lumos_block_spec(cfg: LumosConfig, config: TransformerConfig,
+def lumos_block_spec(cfg: LumosConfig, transformer_config: TransformerConfig,
                      vp_stage=None) -> TransformerBlockSubmodules:
     """Decoder block of this pipeline stage (and virtual stage): its share of the Lumos layers
     (the first ``model.recompute_num_layers`` of them fully recomputed under 'full' recompute) and
     the final RMSNorm (SP-capable; megatron builds it on the last stage only)."""
-    n = get_num_layers_to_build(config, vp_stage=vp_stage)
+    n = get_num_layers_to_build(transformer_config, vp_stage=vp_stage)
     m = cfg.model
     recomputed = layers_to_recompute(m.recompute_granularity, n, m.recompute_num_layers)
     specs = [lumos_layer_spec(cfg, recompute_layer=i < recomputed) for i in range(n)]

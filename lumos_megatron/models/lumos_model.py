@@ -40,11 +40,11 @@ class LumosModel(GPTModel):
     Without labels (inference) the full logits come out.
     """
 
-    def __init__(self, cfg: LumosConfig, config: LumosTransformerConfig, pre_process: bool = True,
-                 post_process: bool = True, vp_stage: Optional[int] = None):
+    def __init__(self, cfg: LumosConfig, transformer_config: LumosTransformerConfig,
+                 pre_process: bool = True, post_process: bool = True, vp_stage: Optional[int] = None):
         super().__init__(
-            config=config,
-            transformer_layer_spec=lumos_block_spec(cfg, config, vp_stage=vp_stage),
+            config=transformer_config,
+            transformer_layer_spec=lumos_block_spec(cfg, transformer_config, vp_stage=vp_stage),
             vocab_size=cfg.model.vocab_size,
             max_sequence_length=cfg.model.max_position_embeddings,
             pre_process=pre_process,
@@ -80,12 +80,13 @@ class LumosModel(GPTModel):
         )
 
 
-def build_model_chunks(cfg: LumosConfig, config: Optional[LumosTransformerConfig] = None) -> List[LumosModel]:
+def build_model_chunks(cfg: LumosConfig,
+                       transformer_config: Optional[LumosTransformerConfig] = None) -> List[LumosModel]:
     """This rank's model chunks (one, or VPP of them), weights initialised layout-independently.
 
     Requires ``parallel_state`` to be initialised. Parameters are on the current device.
     """
-    config = config or build_transformer_config(cfg)
+    transformer_config = transformer_config or build_transformer_config(cfg)
     vpp = cfg.parallel.virtual_pipeline_model_parallel_size
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     chunks = []
@@ -93,7 +94,7 @@ def build_model_chunks(cfg: LumosConfig, config: Optional[LumosTransformerConfig
         stage = vp_stage if vpp else None
         model = LumosModel(
             cfg,
-            config,
+            transformer_config,
             pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
             post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
             vp_stage=stage,

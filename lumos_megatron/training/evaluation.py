@@ -2,8 +2,9 @@
 
 Forward-only passes through the same schedule and loss as training, over ``train.eval_iters``
 global batches of each validation stream (image and video in joint training). The batches (and
-their AR-DF masks and CFG drops) are the same at every evaluation: sample indices restart at 0 and the random streams are keyed
-by a reserved iteration range, so successive evaluations measure the model, not the draw.
+their AR-DF masks and CFG drops) are the same at every evaluation: sample indices restart at 0
+and the random keys use a reserved iteration range, so successive evaluations measure the model,
+not the draw.
 """
 
 from __future__ import annotations

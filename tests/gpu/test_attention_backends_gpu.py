@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lumos_megatron.config import parse_cli
-from lumos_megatron.config.validate import transformer_engine_problem
+from lumos_megatron.models.attention.backends.te_bias_backend import transformer_engine_problem
 from lumos_megatron.models.frame_mask import frame_segment_ids, mask_from_segment_ids
 from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
 
@@ -92,7 +92,8 @@ def test_te_bias_core_attention_matches_dense_sdpa_bf16_fwd_bwd(megatron_single_
 @needs_te
 def test_te_bias_model_forward_equals_sdpa_model_forward(megatron_single_process):
     from lumos_megatron.models.lumos_model import build_model_chunks
-    from lumos_megatron.training.batch import build_model_inputs
+    from lumos_megatron.objective import TargetBatch, build_objective
+    from lumos_megatron.training.batch import assemble_micro_batch
 
     tokens = lumos_batch()
     logits = {}
@@ -100,7 +101,8 @@ def test_te_bias_model_forward_equals_sdpa_model_forward(megatron_single_process
         cfg = parse_cli(["--config", str(TINY_RECIPE), f"model.vocab_size={VOCAB.vocab_size}",
                          f"model.attention_backend={backend}"])
         (model,) = build_model_chunks(cfg)
-        batch = build_model_inputs(tokens, torch.full_like(tokens, IGNORE_INDEX), cfg, VOCAB)
+        target = TargetBatch(tokens, torch.full_like(tokens, IGNORE_INDEX))
+        batch = assemble_micro_batch(target, cfg, VOCAB, build_objective(cfg, VOCAB))[0]
         batch = {key: value.cuda() for key, value in batch.items()}
         model.eval()
         with torch.no_grad():

@@ -2,7 +2,6 @@
 cluster's CUDA torch (e.g. an NGC container's pre-release build) instead of replacing it."""
 
 import ast
-from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version

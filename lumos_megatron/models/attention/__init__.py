@@ -1,6 +1,7 @@
-"""Frame-causal attention: mask construction (data side) and core-attention backends (model side)."""
+"""Frame-causal attention: mask construction (data side), core-attention modules (model side) and
+the backend registry (``backends``) that pairs them."""
 
-import importlib
+from lumos_megatron.lazy_exports import lazy_getattr
 
 _LAZY = {
     "SDPACoreAttention": "lumos_megatron.models.attention.sdpa",
@@ -15,10 +16,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lumos_megatron.models.attention' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = list(_LAZY)
