@@ -26,6 +26,7 @@ from lumos_megatron.checkpoint.state import (
     TrainProgress,
     capture_rng_state,
     layout_signature,
+    is_model_only,
     progress_from_common,
     restore_rng_state,
 )
@@ -43,11 +44,14 @@ def _raise_if_any(problems: List[str], path: Path) -> None:
                               + "; ".join(found[:3]) + more)
 
 
-def _check_common(common: dict, path: Path, distributed_optimizer: bool) -> None:
+def _check_common(common: dict, path: Path, distributed_optimizer: Optional[bool]) -> None:
+    """``distributed_optimizer`` None: the optimizer state is not loaded (weights only)."""
     version = common.get("checkpoint_version")
     if version != CHECKPOINT_VERSION or "train_state" not in common:
         raise CheckpointError(f"{path} is not a lumos_megatron checkpoint of version {CHECKPOINT_VERSION} "
                               f"(found version {version!r})")
+    if distributed_optimizer is None:
+        return
     saved = bool(common.get("distributed_optimizer"))
     if saved != distributed_optimizer:
         raise CheckpointError(
@@ -56,18 +60,58 @@ def _check_common(common: dict, path: Path, distributed_optimizer: bool) -> None
             f"{str(saved).lower()}")
 
 
+def _read_common(path: Path) -> dict:
+    from megatron.core import dist_checkpointing
+
+    verify_shard_files(path)
+    try:
+        return dist_checkpointing.load_common_state_dict(str(path))
+    except Exception as err:  # a missing/damaged common.pt or metadata.json
+        raise CheckpointError(f"cannot read the common state of checkpoint {path} (common.pt): "
+                              f"{describe_error(err)}") from None
+
+
+def _load_sharded(state: dict, path: Path) -> dict:
+    from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing.serialization import get_default_load_sharded_strategy
+
+    try:
+        with warnings.catch_warnings():
+            # torch DCP deprecation notices about the APIs megatron 0.16 calls; nothing to act on.
+            warnings.simplefilter("ignore", FutureWarning)
+            return dist_checkpointing.load(state, str(path),
+                                           sharded_strategy=get_default_load_sharded_strategy(str(path)))
+    except (Exception, CheckpointException) as err:  # torch's CheckpointException is a BaseException
+        raise CheckpointError(f"cannot load checkpoint {path}: {describe_error(err)}") from err
+
+
+def load_model_weights(path: Path, chunks) -> dict:
+    """Load only the model weights of checkpoint directory ``path`` into ``chunks`` (any saved
+    layout, resharded; the stored dtype is cast to the parameters'). Collective. Returns the
+    checkpoint's common state."""
+    common = _read_common(path)
+    _check_common(common, path, None)
+    metadata = sharding_metadata()
+    _raise_if_any(model_shape_problems(path, model_sharded_state_dict(chunks, metadata)), path)
+    loaded = _load_sharded(model_sharded_state_dict(chunks, metadata), path)
+    for key, chunk in zip(model_keys(len(chunks)), chunks):
+        unwrap(chunk).load_state_dict(loaded[key], strict=True)
+    return common
+
+
 def load_checkpoint(root: str, step: Optional[int], chunks, optimizer, scheduler, layout,
-                    distributed_optimizer: bool) -> Optional[TrainProgress]:
+                    distributed_optimizer: bool, finetune: bool = False) -> Optional[TrainProgress]:
     """Load model, optimizer, LR schedule, progress and (same layout only) RNG states.
+
+    With ``finetune`` (Megatron ``--finetune``), or for a checkpoint that holds weights only (an
+    imported one), only the model weights are loaded: the optimizer and schedule stay fresh and
+    training starts at iteration 0 with no samples consumed.
 
     Collective. Returns None (training starts from scratch) when ``root`` holds no checkpoint;
     raises ``CheckpointError`` (one line naming the path, the file or the parameter) for a
     ``latest`` file naming a missing directory, a truncated or missing shard file, or a model
     whose parameter shapes differ from the checkpoint's.
     """
-    from megatron.core import dist_checkpointing
-    from megatron.core.dist_checkpointing.serialization import get_default_load_sharded_strategy
-
     start = time.perf_counter()
     rank0 = dist.get_rank() == 0
     path = resolve_load(root, step)
@@ -76,12 +120,14 @@ def load_checkpoint(root: str, step: Optional[int], chunks, optimizer, scheduler
             print(f"WARNING: no checkpoint found under {root} (no latest_checkpointed_iteration.txt); "
                   "training from scratch", flush=True)
         return None
-    verify_shard_files(path)
-    try:
-        common = dist_checkpointing.load_common_state_dict(str(path))
-    except Exception as err:  # a missing/damaged common.pt or metadata.json
-        raise CheckpointError(f"cannot read the common state of checkpoint {path} (common.pt): "
-                              f"{describe_error(err)}") from None
+    common = _read_common(path)
+    if finetune or is_model_only(common):
+        load_model_weights(path, chunks)
+        if rank0:
+            why = "--finetune" if finetune else "the checkpoint holds model weights only"
+            print(f"loaded model weights of {path} ({why}): starting at iteration 0 with a fresh "
+                  f"optimizer in {time.perf_counter() - start:.1f} s", flush=True)
+        return TrainProgress(iteration=0, consumed_samples=0)
     _check_common(common, path, distributed_optimizer)
     _raise_if_any(model_shape_problems(path, model_sharded_state_dict(chunks, sharding_metadata())), path)
 
@@ -91,15 +137,7 @@ def load_checkpoint(root: str, step: Optional[int], chunks, optimizer, scheduler
     prime_empty_state(optimizer)
     state = build_state_dict(chunks, optimizer, {}, is_loading=True,
                              rng_state=capture_rng_state() if same_layout else None)
-    try:
-        with warnings.catch_warnings():
-            # torch DCP deprecation notices about the APIs megatron 0.16 calls; nothing to act on.
-            warnings.simplefilter("ignore", FutureWarning)
-            loaded = dist_checkpointing.load(state, str(path),
-                                             sharded_strategy=get_default_load_sharded_strategy(str(path)))
-    except (Exception, CheckpointException) as err:  # torch's CheckpointException is a BaseException
-        raise CheckpointError(f"cannot load checkpoint {path}: {describe_error(err)}") from err
-
+    loaded = _load_sharded(state, path)
     for key, chunk in zip(model_keys(len(chunks)), chunks):
         unwrap(chunk).load_state_dict(loaded[key], strict=True)
     with torch.no_grad():

@@ -81,6 +81,27 @@ def common_state(progress: TrainProgress, layout, scheduler, run_config: str,
     }
 
 
+def model_only_common_state(run_config: str, source: str) -> Dict[str, Any]:
+    """The non-tensor part of a checkpoint that holds model weights only (an imported one): no
+    optimizer, LR schedule or RNG state. Loading it starts at iteration 0 with a fresh optimizer,
+    as Megatron's ``--finetune`` does."""
+    return {
+        "checkpoint_version": CHECKPOINT_VERSION,
+        "iteration": 0,
+        "train_state": {**asdict(TrainProgress(0, 0)), "global_batch_size": None},
+        "parallel_layout": {"tp": 1, "pp": 1, "cp": 1, "dp": 1, "vpp": 0, "world_size": 1},
+        "distributed_optimizer": False,
+        "model_only": True,
+        "source": source,
+        "run_config": run_config,
+    }
+
+
+def is_model_only(common: Dict[str, Any]) -> bool:
+    """Whether a checkpoint's common state says it holds model weights only."""
+    return bool(common.get("model_only"))
+
+
 def progress_from_common(common: Dict[str, Any]) -> TrainProgress:
     """``TrainProgress`` stored by ``common_state``."""
     train_state: Optional[Dict[str, Any]] = common.get("train_state")

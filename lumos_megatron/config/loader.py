@@ -63,6 +63,7 @@ BOOL_FLAG_ALIASES: Dict[str, str] = {
     "--sequence-parallel": "parallel.sequence_parallel",
     "--use-distributed-optimizer": "parallel.use_distributed_optimizer",
     "--overlap-grad-reduce": "parallel.overlap_grad_reduce",
+    "--finetune": "checkpoint.finetune",
     "--bf16": "train.precision",
 }
 

@@ -241,6 +241,10 @@ class CheckpointConfig:
     load_step: Optional[int] = None
     """Resume from iter_<load_step> under load instead of the one latest_checkpointed_iteration.txt
     names (Megatron --ckpt-step)."""
+    finetune: bool = False
+    """Load only the model weights from load (Megatron --finetune): fresh optimizer and LR
+    schedule, iteration and data position 0. How training starts from an imported checkpoint
+    (a checkpoint holding weights only is always loaded this way)."""
 
 
 @dataclass

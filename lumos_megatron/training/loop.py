@@ -64,7 +64,8 @@ def _resume(cfg: LumosConfig, parallel_layout, chunks, optimizer, scheduler) -> 
         from lumos_megatron.checkpoint.load import load_checkpoint
 
         loaded = load_checkpoint(cfg.checkpoint.load, cfg.checkpoint.load_step, chunks, optimizer,
-                                 scheduler, parallel_layout, cfg.parallel.use_distributed_optimizer)
+                                 scheduler, parallel_layout, cfg.parallel.use_distributed_optimizer,
+                                 finetune=cfg.checkpoint.finetune)
         if loaded is not None:
             return loaded
     return TrainProgress(iteration=0, consumed_samples=0)
