@@ -96,6 +96,7 @@ setup(
         "pillow",  # the official crop/resize path (BOX + BICUBIC)
         "pyyaml",
         "tqdm",
+        "safetensors",  # official Lumos-1 checkpoints (tools/checkpoint/convert.py)
         "numpy",
     ],
     extras_require={

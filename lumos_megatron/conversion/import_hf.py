@@ -43,7 +43,9 @@ from lumos_megatron.conversion.weight_layout import (
     LINEAR_MODULES,
     OUTPUT_LAYER,
     DecoderShapes,
+    hf_layer_key,
     hf_layer_to_megatron,
+    shared_qk_norm_row,
 )
 from lumos_megatron.vocab import LumosVocab
 
@@ -79,6 +81,10 @@ def _check_tensors(src: OfficialCheckpoint, shapes: DecoderShapes, qk_rows: int,
         if actual != shape:
             raise ConversionError(f"{key}: shape {list(actual)} in the checkpoint, {list(shape)} expected "
                                   f"from {CONFIG_FILE}")
+    for layer in range(shapes.num_layers):  # small tensors: refuse distinct rows before writing
+        for name in ("q_norm.weight", "q_norm.bias", "k_norm.weight", "k_norm.bias"):
+            key = hf_layer_key(layer, f"self_attn.{name}")
+            shared_qk_norm_row(src.read(key), key)
     return len(ignored)
 
 

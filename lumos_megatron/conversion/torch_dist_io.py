@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
 from torch.distributed.checkpoint.metadata import (
     ChunkStorageMetadata,
@@ -152,11 +153,23 @@ class TorchDistWriter:
         planner = _LazySavePlanner(self._shapes, self._chunks, self._objects, on_chunk)
         # One file per chunk: DCP keeps every tensor of a file alive until the file is closed.
         writer = FileSystemWriter(str(directory), single_file_per_rank=False, thread_count=1, sync_files=True)
-        with _single_process_dcp():
-            dcp.save({}, storage_writer=writer, planner=planner, no_dist=True)
+        try:
+            with _single_process_dcp():
+                dcp.save({}, storage_writer=writer, planner=planner, no_dist=True)
+        except CheckpointException as err:  # DCP wraps what the producers raised
+            cause = _first_failure(err)
+            if isinstance(cause, ConversionError):
+                raise cause from None
+            raise ConversionError(f"cannot write {directory}: {type(cause).__name__}: {cause}") from None
         # What megatron's torch common strategy writes (its save_common needs a process group).
         torch.save(common, directory / COMMON_STATE_FNAME)
         save_config(CheckpointingConfig("torch_dist"), str(directory))
+
+
+def _first_failure(err: CheckpointException) -> BaseException:
+    for failure in err.failures.values():
+        return failure[0] if isinstance(failure, tuple) else failure
+    return err
 
 
 class _BoxLoadPlanner(LoadPlanner):

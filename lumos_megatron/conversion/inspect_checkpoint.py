@@ -1,0 +1,120 @@
+"""What a torch_dist checkpoint holds, read from its metadata only (no tensor is loaded).
+
+``summarize(C)`` → a JSON-able dict: the model configuration, parameter counts (total, input
+embedding, output layer, non-embedding, per group), the parallel layout it was saved with, the
+iteration and consumed samples, the stored dtypes, the size on disk, and whether optimizer
+state (and which kind) is present.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from lumos_megatron.checkpoint.integrity import verify_shard_files
+from lumos_megatron.checkpoint.run_config import read_run_config, resolve_checkpoint_dir
+from lumos_megatron.conversion.torch_dist_io import TorchDistReader
+from lumos_megatron.conversion.weight_layout import EMBEDDING, FINAL_NORM, LAYERS, OUTPUT_LAYER
+
+_GROUPS = (
+    ("embedding", lambda k: k == EMBEDDING),
+    ("output_layer", lambda k: k == OUTPUT_LAYER),
+    ("attention", lambda k: k.startswith(LAYERS + "self_attention.")),
+    ("mlp", lambda k: k.startswith(LAYERS + "mlp.")),
+    ("norms", lambda k: k == FINAL_NORM or k.endswith("layernorm.weight")),
+)
+
+
+def _group(key: str) -> str:
+    for name, matches in _GROUPS:
+        if matches(key):
+            return name
+    return "other"
+
+
+def _read_common(path: Path) -> Dict[str, Any]:
+    common_file = path / "common.pt"
+    if not common_file.is_file():
+        return {}
+    return torch.load(common_file, map_location="cpu", weights_only=False)
+
+
+def summarize(checkpoint: str | Path, iteration: Optional[int] = None) -> Dict[str, Any]:
+    """Summary of checkpoint ``checkpoint`` (a root, or one ``iter_*`` directory)."""
+    path = resolve_checkpoint_dir(checkpoint, iteration)
+    verify_shard_files(path)
+    reader = TorchDistReader(path)
+    cfg = read_run_config(path)
+    common = _read_common(path)
+    counts: Dict[str, int] = {}
+    dtypes: Dict[str, int] = {}
+    optimizer_keys = 0
+    for key, md in reader.tensors().items():
+        if key.startswith("optimizer."):
+            optimizer_keys += 1
+            continue
+        n = math.prod(md.size)
+        group = _group(key)
+        counts[group] = counts.get(group, 0) + n
+        dtype = str(md.properties.dtype).replace("torch.", "")
+        dtypes[dtype] = dtypes.get(dtype, 0) + n
+    total = sum(counts.values())
+    embedding, output = counts.get("embedding", 0), counts.get("output_layer", 0)
+    train_state = common.get("train_state") or {}
+    return {
+        "path": str(path),
+        "iteration": common.get("iteration"),
+        "consumed_samples": train_state.get("consumed_samples"),
+        "source": common.get("source"),
+        "model": asdict(cfg.model),
+        "parameters": {
+            "total": total,
+            "embedding": embedding,
+            "output_layer": output,
+            # Scaling-law convention: everything but the input embedding and the LM head.
+            "non_embedding": total - embedding - output,
+            "by_group": counts,
+        },
+        "dtypes": dtypes,
+        "saved_parallel_layout": common.get("parallel_layout"),
+        "optimizer_state": ("distributed" if common.get("distributed_optimizer") else "local")
+        if optimizer_keys or common.get("opt_param_scheduler") else None,
+        "weights_only": bool(common.get("model_only")),
+        "size_on_disk_bytes": sum(f.stat().st_size for f in path.rglob("*") if f.is_file()),
+    }
+
+
+def _human(n: float, unit: str = "") -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{suffix}{unit}"
+    return f"{n:g}{unit}"
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    """Human-readable lines of :func:`summarize`'s result."""
+    m, p = summary["model"], summary["parameters"]
+    layout = summary["saved_parallel_layout"] or {}
+    lines = [
+        f"checkpoint       {summary['path']}",
+        f"iteration        {summary['iteration']}  (consumed samples {summary['consumed_samples']})",
+        f"model            {m['num_layers']} layers, hidden {m['hidden_size']}, ffn {m['ffn_hidden_size']}, "
+        f"heads {m['num_attention_heads']} (kv {m['num_query_groups'] or m['num_attention_heads']}), "
+        f"vocab {m['vocab_size']}, rope {m['rope_variant']} (theta {m['rotary_base']:g})",
+        f"parameters       total {_human(p['total'])}, non-embedding {_human(p['non_embedding'])}, "
+        f"embedding {_human(p['embedding'])}, output layer {_human(p['output_layer'])}",
+        "  by group       " + ", ".join(f"{k} {_human(v)}" for k, v in p["by_group"].items()),
+        "dtypes           " + ", ".join(f"{k} ({_human(v)} params)" for k, v in summary["dtypes"].items()),
+        "saved layout     " + (" x ".join(f"{k.upper()} {layout[k]}" for k in ("tp", "pp", "cp", "dp") if k in layout)
+                               or "unknown"),
+        f"optimizer state  {summary['optimizer_state'] or 'none'}"
+        + ("  (weights only: loads as --finetune)" if summary["weights_only"] else ""),
+        f"size on disk     {_human(summary['size_on_disk_bytes'], 'B')}",
+    ]
+    if summary.get("source"):
+        lines.append(f"source           {summary['source']}")
+    return "\n".join(lines)
