@@ -106,15 +106,9 @@ def export_hf(load: str | Path, out: str | Path, *, iteration: Optional[int] = N
             try:
                 vocab_tensor(EMBEDDING, HF_EMBEDDING)
                 _advance(bar, "embedding")
-                layer_shapes = s.megatron_layer_shapes()
                 for layer in range(s.num_layers):
-                    boxes = {LAYERS + name: ((layer,) + (0,) * len(shape), (1, *shape))
-                             for name, shape in layer_shapes.items()}
-                    tensors = reader.read_many(boxes)
-                    hf = megatron_layer_to_hf(lambda name: tensors[LAYERS + name][0], layer, s)
-                    for key, shape in s.hf_layer_shapes(qk_norm_rows=1).items():
-                        writer.append(hf_layer_key(layer, key), hf[hf_layer_key(layer, key)].to(target))
-                    del tensors, hf
+                    for key, tensor in _official_layer(reader, layer, s).items():  # entries order
+                        writer.append(key, tensor.to(target))
                     _advance(bar, f"layer {layer}")
                 writer.append(HF_FINAL_NORM, reader.read(FINAL_NORM).to(target))
                 _advance(bar, "final norm")
@@ -129,6 +123,14 @@ def export_hf(load: str | Path, out: str | Path, *, iteration: Optional[int] = N
         if bar is not None:
             bar.close()
     return out
+
+
+def _official_layer(reader: TorchDistReader, layer: int, s: DecoderShapes):
+    """Official tensors of one layer, read from the checkpoint in one pass."""
+    boxes = {LAYERS + name: ((layer,) + (0,) * len(shape), (1, *shape))
+             for name, shape in s.megatron_layer_shapes().items()}
+    tensors = reader.read_many(boxes)
+    return megatron_layer_to_hf(lambda name: tensors[LAYERS + name][0], layer, s)
 
 
 def _advance(bar, label: str) -> None:

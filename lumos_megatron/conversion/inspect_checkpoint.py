@@ -109,10 +109,10 @@ def format_summary(summary: Dict[str, Any]) -> str:
         f"embedding {_human(p['embedding'])}, output layer {_human(p['output_layer'])}",
         "  by group       " + ", ".join(f"{k} {_human(v)}" for k, v in p["by_group"].items()),
         "dtypes           " + ", ".join(f"{k} ({_human(v)} params)" for k, v in summary["dtypes"].items()),
-        "saved layout     " + (" x ".join(f"{k.upper()} {layout[k]}" for k in ("tp", "pp", "cp", "dp") if k in layout)
-                               or "unknown"),
-        f"optimizer state  {summary['optimizer_state'] or 'none'}"
-        + ("  (weights only: loads as --finetune)" if summary["weights_only"] else ""),
+        ("saved layout     " + (" x ".join(f"{k.upper()} {layout[k]}" for k in ("tp", "pp", "cp", "dp")
+                                            if k in layout) or "unknown")),
+        (f"optimizer state  {summary['optimizer_state'] or 'none'}"
+         + ("  (weights only: loads as --finetune)" if summary["weights_only"] else "")),
         f"size on disk     {_human(summary['size_on_disk_bytes'], 'B')}",
     ]
     if summary.get("source"):

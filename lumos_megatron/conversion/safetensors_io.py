@@ -62,7 +62,7 @@ class OfficialCheckpoint:
                 raise ConversionError(f"{index}: has no 'weight_map'")
             self._file_of = {str(k): str(v) for k, v in weight_map.items()}
         elif (self.directory / SINGLE_FILE).is_file():
-            self._file_of = {key: SINGLE_FILE for key in self._file(SINGLE_FILE).keys()}
+            self._file_of = dict.fromkeys(self._file(SINGLE_FILE).keys(), SINGLE_FILE)
         else:
             raise ConversionError(f"{self.directory}: neither {SINGLE_FILE} nor {INDEX_FILE} found")
         for name in sorted(set(self._file_of.values())):
@@ -104,7 +104,7 @@ class OfficialCheckpoint:
 
     def read(self, key: str) -> torch.Tensor:
         """The whole tensor ``key``."""
-        return self._file(self._file_of[key]).get_tensor(key) if key in self._file_of else self._slice(key)[:]
+        return self._slice(key)[:]
 
     def read_rows(self, key: str, start: int, stop: int) -> torch.Tensor:
         """Rows ``[start, stop)`` of ``key`` (only those bytes are read)."""

@@ -8,5 +8,5 @@ from lumos_megatron.lazy_exports import lazy_getattr
 
 _EXPORTS = {"load_model": "lumos_megatron.inference.model_loader",
             "InferenceModel": "lumos_megatron.inference.model_loader"}
-__all__ = sorted(_EXPORTS)
+__all__ = ["InferenceModel", "load_model"]
 __getattr__ = lazy_getattr(__name__, _EXPORTS)

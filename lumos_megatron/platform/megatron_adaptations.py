@@ -217,6 +217,18 @@ ADAPTATIONS: Tuple[MegatronAdaptation, ...] = (
         "replacement",
     ),
     _entry(
+        "streaming-torch-dist-writer",
+        "conversion.torch_dist_io:TorchDistWriter",
+        "dist_checkpointing/serialization.py save with strategies/torch.py TorchDistSaveShardedStrategy: "
+        "ShardedTensor keys (transformer_block.py stacks layers on a leading axis), ShardedObject "
+        "bytes (torch.py:320-324 torch.save of a list), common.pt (strategies/common.py:24) and "
+        "metadata.json (core.py:76 save_config)",
+        "megatron's save needs every tensor of the state dict in memory inside a process group; the "
+        "checkpoint converter writes the same torch_dist layout one chunk at a time with its own DCP "
+        "planner, so it depends on that layout staying as it is.",
+        "replacement",
+    ),
+    _entry(
         "writer-results-queue-signal-safe",
         "checkpoint.writer_process:start_writer_results_queue",
         "dist_checkpointing/strategies/filesystem_async.py:48-56 module global _results_queue and "

@@ -218,8 +218,9 @@ def run_child(kind: str, src: str, dst: str, args) -> None:
     convert()
     seconds = time.perf_counter() - start
     peak_anon = sampler.stop()
-    print("RESULT " + json.dumps({"seconds": seconds, "start_rss": start_rss, "start_anon": start_anon, "peak_anon": peak_anon,
-                                  "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print("RESULT " + json.dumps(dict(seconds=seconds, start_rss=start_rss, start_anon=start_anon,
+                                      peak_rss=peak_rss, peak_anon=peak_anon)))
 
 
 def measure(kind: str, src: Path, dst: Path, args) -> dict:
@@ -246,20 +247,19 @@ def compare_outputs(work: Path, args) -> list:
         with safe_open(str(directory / name), framework="pt") as f:
             return f.get_tensor(key)
 
-    stream, base = TorchDistReader(work / "import-streaming" / "iter_0000000"), TorchDistReader(work / "import-load-all")
-    last = args.layers - 1
-    checks = []
-    for key in ("decoder.layers.self_attention.linear_qkv.weight", "decoder.layers.mlp.linear_fc1.weight"):
-        box = ((last,) + (0,) * (len(stream.shape(key)) - 1), (1,) + stream.shape(key)[1:])
-        checks.append((f"import {key}[{last}]", max_abs_diff(stream.read(key, *box), base.read(key, *box))))
-    checks.append(("import output_layer.weight", max_abs_diff(stream.read("output_layer.weight"),
-                                                             base.read("output_layer.weight"))))
+    stream = TorchDistReader(work / "import-streaming" / "iter_0000000")
+    base, last, checks = TorchDistReader(work / "import-load-all"), args.layers - 1, []
+    for key in ("decoder.layers.self_attention.linear_qkv.weight", "decoder.layers.mlp.linear_fc1.weight",
+                "output_layer.weight"):
+        shape = stream.shape(key)
+        box = ((last,) + (0,) * (len(shape) - 1), (1,) + shape[1:]) if key.startswith("decoder") else ()
+        checks.append((f"import {key}" + (f"[{last}]" if box else ""),
+                       max_abs_diff(stream.read(key, *box), base.read(key, *box))))
     for key in (f"model.layers.{last}.self_attn.k_proj.weight", "lm_head.weight"):
-        original = hf_tensor(work / "hf", key)
-        checks.append((f"export {key} (streaming vs load-all)", max_abs_diff(
-            hf_tensor(work / "export-streaming", key), hf_tensor(work / "export-load-all", key))))
-        checks.append((f"export {key} (streaming vs original)", max_abs_diff(
-            hf_tensor(work / "export-streaming", key), original)))
+        exported = hf_tensor(work / "export-streaming", key)
+        checks.append((f"export {key}, streaming vs load-all",
+                       max_abs_diff(exported, hf_tensor(work / "export-load-all", key))))
+        checks.append((f"export {key}, streaming vs original", max_abs_diff(exported, hf_tensor(work / "hf", key))))
     return checks
 
 
@@ -285,9 +285,9 @@ def cpu_name() -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for name, (default, small) in {"hidden": (2048, 512), "layers": (24, 4), "heads": (16, 8),
-                                   "kv-heads": (16, 8), "ffn": (5632, 1408)}.items():
-        parser.add_argument(f"--{name}", type=int, help=f"default {default} (--small: {small})")
+    for name in PRESETS["1b"]:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int,
+                            help=f"default {PRESETS['1b'][name]} (--small: {PRESETS['small'][name]})")
     parser.add_argument("--vocab", type=int, default=129536)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16",
                         help="dtype of the synthetic weights and of the imported checkpoint")
