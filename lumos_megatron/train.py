@@ -21,7 +21,8 @@ Megatron flags: --tensor-model-parallel-size N --pipeline-model-parallel-size N
   --use-distributed-optimizer --micro-batch-size N --global-batch-size N --train-iters N
   --train-samples N --lr X --min-lr X --seq-length N --seed N --tensorboard-dir DIR
   --log-interval N --bf16 --exit-duration-in-mins M
-Checkpoints: --save DIR --save-interval N --load DIR --ckpt-step N --finetune (checkpoint.keep_last=K)
+Checkpoints: --save DIR --save-interval N --load DIR --ckpt-step N --finetune (checkpoint.keep_last=K);
+  without --config, --load takes the model shape from the checkpoint's run_config.yaml
 Dotted overrides: e.g. train.lr=1e-4 model.num_layers=4 parallel.sequence_parallel=true
 Exit status: 0 done (also after SIGTERM/SIGUSR1 or the exit duration: saved first), 2 bad input,
   3 NaN/Inf loss.

@@ -230,12 +230,37 @@ def _split_overrides(argv: Sequence[str]) -> Tuple[Optional[str], List[Tuple[str
     return recipe, pairs
 
 
+def _checkpoint_model(pairs: List[Tuple[str, Any]]):
+    """The model section stored with the checkpoint that ``--load`` (and ``--ckpt-step``) name,
+    or None when there is none yet; a broken checkpoint is left to the load checks to report."""
+    from lumos_megatron.checkpoint.directory import CheckpointError
+    from lumos_megatron.checkpoint.run_config import read_run_config, resolve_checkpoint_dir
+
+    values = dict(pairs)
+    load, step = values.get("checkpoint.load"), values.get("checkpoint.load_step")
+    if not load:
+        return None
+    try:
+        path = resolve_checkpoint_dir(load, int(step) if step is not None else None)
+        return read_run_config(path).model
+    except (CheckpointError, ValueError):
+        return None
+
+
 def parse_cli(argv: Iterable[str], validate: bool = True) -> LumosConfig:
-    """Build (and unless ``validate`` is False, validate) the run configuration from arguments."""
+    """Build (and unless ``validate`` is False, validate) the run configuration from arguments.
+
+    Without ``--config``, a ``--load`` checkpoint supplies the model section (Megatron's
+    ``--use-checkpoint-args``): ``train --load C`` trains the model that C holds.
+    """
     from lumos_megatron.config.validate import validate_config
 
     recipe, pairs = _split_overrides(list(argv))
     cfg = load_recipe(recipe) if recipe else LumosConfig()
+    if not recipe:
+        model = _checkpoint_model(pairs)
+        if model is not None:
+            cfg.model = model
     for key, value in pairs:
         set_value(cfg, key, value)
     if validate:

@@ -2,8 +2,8 @@
 
 * ``load_model`` of an imported checkpoint at TP=2 and at PP=2 gives the TP=1 logits, which
   equal the independent plain-PyTorch reference;
-* training from the imported checkpoint (its ``run_config.yaml``: ``--finetune``) at TP=2 has the
-  TP=1 losses; ``--finetune`` from a trained TP=2 checkpoint at PP=2 with the distributed
+* training from the imported checkpoint (``--load C`` alone at TP=1; its ``run_config.yaml``, which
+  sets ``--finetune``, at TP=2) at TP=2 has the TP=1 losses; ``--finetune`` from a trained TP=2 checkpoint at PP=2 with the distributed
   optimizer starts at iteration 0;
 * export of that PP=2 checkpoint with optimizer state re-imports to the same model tensors, and
   inspect reports its layout and optimizer state.
@@ -81,7 +81,9 @@ def _train(args, nproc):
 def test_finetune_from_imported_checkpoint_and_export_of_trained_ones(imported, capsys):
     tmp, _, _ = imported
     recipe = tmp / "ckpt" / "iter_0000000" / "run_config.yaml"
-    _train(["--config", str(recipe), "--train-iters", "2", "--tensorboard-dir", str(tmp / "tb1")], 1)
+    # Without --config the checkpoint supplies the model (Megatron's --use-checkpoint-args).
+    tp1 = _train(["--load", str(tmp / "ckpt"), "--train-iters", "2", "--tensorboard-dir", str(tmp / "tb1")], 1)
+    assert "holds model weights only" in tp1.stdout
     tp2 = _train(["--config", str(recipe), "--train-iters", "2", "--tensor-model-parallel-size", "2",
                   "--tensorboard-dir", str(tmp / "tb2"), "--save", str(tmp / "trained_tp2")], 2)
     assert "holds model weights only" not in tp2.stdout and "(--finetune)" in tp2.stdout

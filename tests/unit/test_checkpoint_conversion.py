@@ -274,3 +274,14 @@ def test_command_line_contract(tmp_path):
     assert shown.returncode == 0 and "non-embedding" in shown.stdout, shown.stderr[-2000:]
     bad = run(CONVERT, "export-hf", "--load", tmp_path / "nowhere", "--out", tmp_path / "x")
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "nowhere" in bad.stderr
+
+
+def test_load_without_config_takes_the_checkpoint_model(tmp_path):
+    from lumos_megatron.config import parse_cli
+
+    hf, config, _ = _official(tmp_path, num_hidden_layers=3, mm_rope=False)
+    assert _convert("import-hf", "--hf-dir", str(hf), "--out", str(tmp_path / "ckpt")) == 0
+    cfg = parse_cli(["--load", str(tmp_path / "ckpt"), "model.max_position_embeddings=2048"])
+    assert (cfg.model.num_layers, cfg.model.num_query_groups, cfg.model.rope_variant) == (3, 2, "1d")
+    assert cfg.model.max_position_embeddings == 2048  # overrides still apply on top
+    assert parse_cli(["--load", str(tmp_path / "nothing")]).model.num_layers == 2  # nothing to read: defaults

@@ -53,13 +53,13 @@ RUNS = (("import", "streaming"), ("import", "load-all"), ("export", "streaming")
 
 # ---------------------------------------------------------------- synthetic official checkpoint
 def official_config(args) -> dict:
-    return {"model_type": "chameleon", "architectures": ["ChameleonXLLMXForConditionalGeneration"],
-            "hidden_size": args.hidden, "intermediate_size": args.ffn, "num_hidden_layers": args.layers,
-            "num_attention_heads": args.heads, "num_key_value_heads": args.kv_heads, "vocab_size": args.vocab,
-            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": None, "mm_rope": True,
-            "swin_norm": False, "model_parallel_size": 1, "attention_bias": False, "mlp_bias": False,
-            "tie_word_embeddings": False, "max_position_embeddings": 4096, "hidden_act": "silu",
-            "torch_dtype": "bfloat16" if args.dtype == "bf16" else "float32"}
+    return dict(model_type="chameleon", architectures=["ChameleonXLLMXForConditionalGeneration"],
+                hidden_size=args.hidden, intermediate_size=args.ffn, num_hidden_layers=args.layers,
+                num_attention_heads=args.heads, num_key_value_heads=args.kv_heads, vocab_size=args.vocab,
+                rms_norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None, mm_rope=True, swin_norm=False,
+                model_parallel_size=1, attention_bias=False, mlp_bias=False, tie_word_embeddings=False,
+                max_position_embeddings=4096, hidden_act="silu",
+                torch_dtype="bfloat16" if args.dtype == "bf16" else "float32")
 
 
 def official_tensor_specs(args):
@@ -106,10 +106,9 @@ def write_sharded(directory: Path, shards, make_tensor) -> None:
         weight_map.update({key: name for key in keys})
         total += sum(t.numel() * t.element_size() for t in tensors.values())
         del tensors
-    if len(shards) == 1:
-        return
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 def write_official_checkpoint(args, directory: Path) -> int:
@@ -184,22 +183,11 @@ def rss_anon_bytes() -> int:
     return 0
 
 
-class AnonymousPeak(threading.Thread):
-    """Samples RssAnon of this process every ``interval`` seconds."""
-
-    def __init__(self, interval: float = 0.01):
-        super().__init__(daemon=True)
-        self.interval, self.peak, self._done = interval, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self._done.is_set():
-            self.peak = max(self.peak, rss_anon_bytes())
-            self._done.wait(self.interval)
-
-    def stop(self) -> int:
-        self._done.set()
-        self.join()
-        return self.peak
+def sample_anonymous_peak(peak: list, done: threading.Event, interval: float = 0.01) -> None:
+    """Keeps ``peak[0]`` at the largest RssAnon seen, sampling every ``interval`` s until ``done``."""
+    while not done.is_set():
+        peak[0] = max(peak[0], rss_anon_bytes())
+        done.wait(interval)
 
 
 def run_child(kind: str, src: str, dst: str, args) -> None:
@@ -212,15 +200,17 @@ def run_child(kind: str, src: str, dst: str, args) -> None:
                "export streaming": lambda: export_hf(src, dst, shard_size=str(args.shard_bytes), progress=False),
                "export load-all": lambda: export_load_all(Path(src), Path(dst), args.shard_bytes)}[kind]
     start_rss, start_anon = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rss_anon_bytes()
-    sampler = AnonymousPeak()
+    peak_anon, done = [0], threading.Event()
+    sampler = threading.Thread(target=sample_anonymous_peak, args=(peak_anon, done), daemon=True)
     sampler.start()
     start = time.perf_counter()
     convert()
     seconds = time.perf_counter() - start
-    peak_anon = sampler.stop()
+    done.set()
+    sampler.join()
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print("RESULT " + json.dumps(dict(seconds=seconds, start_rss=start_rss, start_anon=start_anon,
-                                      peak_rss=peak_rss, peak_anon=peak_anon)))
+                                      peak_rss=peak_rss, peak_anon=peak_anon[0])))
 
 
 def measure(kind: str, src: Path, dst: Path, args) -> dict:
@@ -263,9 +253,10 @@ def compare_outputs(work: Path, args) -> list:
     return checks
 
 
-TABLE_HEADER = """\
-| step   | method    | seconds |  GB/s | peak RSS GB | x ckpt | peak anon GB | x ckpt | start RSS/anon GB | time vs load-all | RSS vs load-all | anon vs load-all |
-|--------|-----------|---------|-------|-------------|--------|--------------|--------|-------------------|------------------|-----------------|------------------|"""
+TABLE_HEADER = ("| step   | method    | seconds |  GB/s | peak RSS GB | x ckpt | peak anon GB | x ckpt "
+                "| start RSS/anon GB | time vs load-all | RSS vs load-all | anon vs load-all |\n"
+                "|--------|-----------|---------|-------|-------------|--------|--------------|--------"
+                "|-------------------|------------------|-----------------|------------------|")
 
 
 def table_row(step: str, method: str, r: dict, base: dict, ckpt_bytes: int) -> str:
