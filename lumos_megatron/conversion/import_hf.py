@@ -179,6 +179,7 @@ def _plan(src: OfficialCheckpoint, s: DecoderShapes, source_vocab: int, dtype: t
             parts.append(src.read_rows(hf_key, start, min(stop, source_vocab)).to(dtype))
         if stop > source_vocab:
             parts.append(new_rows(kind, max(start, source_vocab), stop, source_vocab, s.hidden, seed).to(dtype))
+        src.close()  # unmap what was read: resident file pages would otherwise add up to the model
         rows = torch.cat(parts) if len(parts) > 1 else parts[0]
         if kind == "output_layer" and zero_head_rows is not None:
             lo, hi = max(zero_head_rows[0], start), min(zero_head_rows[1], stop)
@@ -200,6 +201,7 @@ def _plan(src: OfficialCheckpoint, s: DecoderShapes, source_vocab: int, dtype: t
             cache["tensors"] = None
             cache["tensors"] = hf_layer_to_megatron(src.read, layer, s)
             cache["layer"] = layer
+            src.close()
         return cache["tensors"][name].to(dtype).unsqueeze(0)
 
     layer_shapes = s.megatron_layer_shapes()

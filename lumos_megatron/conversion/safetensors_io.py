@@ -111,8 +111,10 @@ class OfficialCheckpoint:
         return self._slice(key)[start:stop]
 
     def close(self) -> None:
-        """Release the memory maps."""
+        """Release the memory maps (files are reopened on the next read). The pages a read touched
+        stay resident while a file is mapped, so streaming callers close after each part."""
         self._handles.close()
+        self._handles = ExitStack()
         self._open.clear()
 
 

@@ -4,25 +4,24 @@
 Usage::
 
     python tools/bench/convert.py [--small] [--hidden 2048] [--layers 24] [--heads 16] [--kv-heads 16]
-                                  [--ffn 5632] [--vocab 129536] [--dtype bf16|fp32] [--shard-size 2GB]
+                                  [--ffn 5632] [--vocab 129536] [--dtype bf16|fp32] [--shard-size 2e9]
                                   [--workdir DIR] [--keep]
 
-Writes a synthetic official-format (Chameleon-style) checkpoint, by default of the 1B-like shape
-(one shard at a time, so the generator never holds the model), then runs four conversions, each in
-its own subprocess so that its peak RSS is its own:
+A child writes a synthetic official-format (Chameleon-style) checkpoint, 1B-like by default, one
+shard at a time. Four conversions follow, each in its own child so that its peak RSS is its own:
 
 * ``import streaming``: ``conversion.import_hf`` (lazy safetensors reads, chunks written on demand);
-* ``import load-all``: ``safetensors.torch.load_file`` of every shard, every layer converted with
-  ``hf_layer_to_megatron`` and stacked, one ``torch.distributed.checkpoint.save`` of the whole dict;
+* ``import load-all``: ``safetensors.torch.load_file`` of every shard into one dict, every layer
+  converted with ``hf_layer_to_megatron`` and stacked, one ``torch.distributed.checkpoint.save``;
 * ``export streaming``: ``conversion.export_hf`` of the streaming import;
 * ``export load-all``: every global tensor read whole (``TorchDistReader.read``), all converted with
   ``megatron_layer_to_hf``, ``safetensors.torch.save_file`` per shard (then fsync, as ours does).
 
-Seconds are the conversion call alone (imports excluded); GB/s is checkpoint bytes / seconds. Peak
-RSS is the child's ``ru_maxrss``: it includes file pages mapped by safetensors' mmap, so the
-anonymous (heap) peak, sampled from /proc/self/status every 10 ms, is reported too. Afterwards a
-few tensors are compared between the streaming and baseline outputs and the original. The work
-directory (a temp dir outside the repository by default) is removed unless ``--keep``.
+Seconds cover the conversion call only; GB/s is checkpoint bytes / seconds. Peak RSS is the child's
+``ru_maxrss``, which counts the file pages safetensors' mmap touches, so the peak anonymous (heap)
+RSS, sampled from /proc/self/status every 10 ms, is reported too. A 1 GB write + fsync gives the
+disk's speed. A few output tensors are compared (streaming vs load-all vs the original). The work
+directory, a fresh temp dir (inside ``--workdir`` if given), is removed unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import subprocess
@@ -46,36 +46,33 @@ import torch
 
 GB = 1e9
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
-PRESETS = {"1b": dict(hidden=2048, layers=24, heads=16, kv_heads=16, ffn=5632),
-           "small": dict(hidden=512, layers=4, heads=8, kv_heads=8, ffn=1408)}
+PRESETS = {"1b": {"hidden": 2048, "layers": 24, "heads": 16, "kv_heads": 16, "ffn": 5632},
+           "small": {"hidden": 512, "layers": 4, "heads": 8, "kv_heads": 8, "ffn": 1408}}
 RUNS = (("import", "streaming"), ("import", "load-all"), ("export", "streaming"), ("export", "load-all"))
 
 
 # ---------------------------------------------------------------- synthetic official checkpoint
 def official_config(args) -> dict:
-    return dict(model_type="chameleon", architectures=["ChameleonXLLMXForConditionalGeneration"],
-                hidden_size=args.hidden, intermediate_size=args.ffn, num_hidden_layers=args.layers,
-                num_attention_heads=args.heads, num_key_value_heads=args.kv_heads, vocab_size=args.vocab,
-                rms_norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None, mm_rope=True, swin_norm=False,
-                model_parallel_size=1, attention_bias=False, mlp_bias=False, tie_word_embeddings=False,
-                max_position_embeddings=4096, hidden_act="silu",
-                torch_dtype="bfloat16" if args.dtype == "bf16" else "float32")
+    return {"model_type": "chameleon", "architectures": ["ChameleonXLLMXForConditionalGeneration"],
+            "hidden_size": args.hidden, "intermediate_size": args.ffn, "num_hidden_layers": args.layers,
+            "num_attention_heads": args.heads, "num_key_value_heads": args.kv_heads, "vocab_size": args.vocab,
+            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": None, "mm_rope": True,
+            "swin_norm": False, "model_parallel_size": 1, "attention_bias": False, "mlp_bias": False,
+            "tie_word_embeddings": False, "max_position_embeddings": 4096, "hidden_act": "silu",
+            "torch_dtype": "bfloat16" if args.dtype == "bf16" else "float32"}
 
 
 def official_tensor_specs(args):
     """(key, shape, is_norm) of every official tensor, in file order."""
-    h, d = args.hidden, args.hidden // args.heads
+    h, d, ffn = args.hidden, args.hidden // args.heads, args.ffn
     specs = [("model.embed_tokens.weight", (args.vocab, h), False)]
+    layer = {"self_attn.q_proj.weight": (args.heads * d, h), "self_attn.k_proj.weight": (args.kv_heads * d, h),
+             "self_attn.v_proj.weight": (args.kv_heads * d, h), "self_attn.o_proj.weight": (h, args.heads * d),
+             **{f"self_attn.{m}.{w}": (1, d) for m in ("q_norm", "k_norm") for w in ("weight", "bias")},
+             "mlp.gate_proj.weight": (ffn, h), "mlp.up_proj.weight": (ffn, h), "mlp.down_proj.weight": (h, ffn),
+             "input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,)}
     for n in range(args.layers):
-        p = f"model.layers.{n}."
-        specs += [(p + "self_attn.q_proj.weight", (args.heads * d, h), False),
-                  (p + "self_attn.k_proj.weight", (args.kv_heads * d, h), False),
-                  (p + "self_attn.v_proj.weight", (args.kv_heads * d, h), False),
-                  (p + "self_attn.o_proj.weight", (h, args.heads * d), False)]
-        specs += [(p + f"self_attn.{m}.{w}", (1, d), True) for m in ("q_norm", "k_norm") for w in ("weight", "bias")]
-        specs += [(p + "mlp.gate_proj.weight", (args.ffn, h), False), (p + "mlp.up_proj.weight", (args.ffn, h), False),
-                  (p + "mlp.down_proj.weight", (h, args.ffn), False), (p + "input_layernorm.weight", (h,), True),
-                  (p + "post_attention_layernorm.weight", (h,), True)]
+        specs += [(f"model.layers.{n}.{name}", shape, "norm" in name) for name, shape in layer.items()]
     return specs + [("model.norm.weight", (h,), True), ("lm_head.weight", (args.vocab, h), False)]
 
 
@@ -92,7 +89,7 @@ def group_into_shards(sized_keys, max_bytes):
 
 
 def write_sharded(directory: Path, shards, make_tensor) -> None:
-    """``save_file`` per shard (tensors made by ``make_tensor(key)``, freed after each shard) + index."""
+    """``save_file`` + fsync per shard (tensors from ``make_tensor(key)``, freed after each shard), index."""
     from safetensors.torch import save_file
 
     names = ([f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
@@ -116,8 +113,8 @@ def write_official_checkpoint(args, directory: Path) -> int:
     directory.mkdir(parents=True)
     (directory / "config.json").write_text(json.dumps(official_config(args), indent=2) + "\n")
     specs = {key: (shape, is_norm) for key, shape, is_norm in official_tensor_specs(args)}
-    dtype, element = DTYPES[args.dtype], torch.empty((), dtype=DTYPES[args.dtype]).element_size()
-    sized = [(k, element * torch.Size(shape).numel()) for k, (shape, _) in specs.items()]
+    dtype = DTYPES[args.dtype]
+    sized = [(key, dtype.itemsize * torch.Size(shape).numel()) for key, (shape, _) in specs.items()]
     gen = torch.Generator().manual_seed(0)
 
     def make_tensor(key):
@@ -134,63 +131,56 @@ def import_load_all(hf_dir: Path, out: Path, dtype: torch.dtype) -> None:
     import torch.distributed.checkpoint as dcp
     from safetensors.torch import load_file
 
+    from lumos_megatron.conversion import weight_layout as wl
     from lumos_megatron.conversion.hf_config import model_config_from_hf
-    from lumos_megatron.conversion.weight_layout import (EMBEDDING, FINAL_NORM, HF_EMBEDDING, HF_FINAL_NORM,
-                                                         HF_OUTPUT_LAYER, LAYERS, OUTPUT_LAYER, DecoderShapes,
-                                                         hf_layer_to_megatron)
 
-    s = DecoderShapes.of(model_config_from_hf(json.loads((hf_dir / "config.json").read_text())))
+    s = wl.DecoderShapes.of(model_config_from_hf(json.loads((hf_dir / "config.json").read_text())))
     hf = {}
     for shard in sorted(hf_dir.glob("*.safetensors")):
         hf.update(load_file(str(shard)))
-    layers = [hf_layer_to_megatron(hf.__getitem__, n, s) for n in range(s.num_layers)]
-    state = {LAYERS + name: torch.stack([layer[name] for layer in layers]).to(dtype) for name in layers[0]}
+    layers = [wl.hf_layer_to_megatron(hf.__getitem__, n, s) for n in range(s.num_layers)]
+    state = {wl.LAYERS + name: torch.stack([layer[name] for layer in layers]).to(dtype) for name in layers[0]}
     del layers
-    state.update({EMBEDDING: hf[HF_EMBEDDING].to(dtype), FINAL_NORM: hf[HF_FINAL_NORM].to(dtype),
-                  OUTPUT_LAYER: hf[HF_OUTPUT_LAYER].to(dtype)})
+    state.update({wl.EMBEDDING: hf[wl.HF_EMBEDDING].to(dtype), wl.FINAL_NORM: hf[wl.HF_FINAL_NORM].to(dtype),
+                  wl.OUTPUT_LAYER: hf[wl.HF_OUTPUT_LAYER].to(dtype)})
     out.mkdir(parents=True)
     dcp.save(state, storage_writer=dcp.FileSystemWriter(str(out), thread_count=1, sync_files=True), no_dist=True)
 
 
 def export_load_all(load: Path, out: Path, shard_bytes: int) -> None:
-    from lumos_megatron.checkpoint.run_config import read_run_config, resolve_checkpoint_dir
+    from lumos_megatron.checkpoint import run_config
+    from lumos_megatron.conversion import weight_layout as wl
     from lumos_megatron.conversion.torch_dist_io import TorchDistReader
-    from lumos_megatron.conversion.weight_layout import (EMBEDDING, FINAL_NORM, HF_EMBEDDING, HF_FINAL_NORM,
-                                                         HF_OUTPUT_LAYER, LAYERS, OUTPUT_LAYER, DecoderShapes,
-                                                         megatron_layer_to_hf)
 
-    path = resolve_checkpoint_dir(load, None)
-    s = DecoderShapes.of(read_run_config(path).model)
-    reader = TorchDistReader(path)
-    keys = [EMBEDDING, FINAL_NORM, OUTPUT_LAYER] + [LAYERS + name for name in s.megatron_layer_shapes()]
+    path = run_config.resolve_checkpoint_dir(load, None)
+    s, reader = wl.DecoderShapes.of(run_config.read_run_config(path).model), TorchDistReader(path)
+    keys = [wl.EMBEDDING, wl.FINAL_NORM, wl.OUTPUT_LAYER] + [wl.LAYERS + name for name in s.megatron_layer_shapes()]
     megatron = {key: reader.read(key) for key in keys}
-    hf = {HF_EMBEDDING: megatron[EMBEDDING]}
+    hf = {wl.HF_EMBEDDING: megatron[wl.EMBEDDING]}
     for n in range(s.num_layers):
-        layer = megatron_layer_to_hf(lambda name: megatron[LAYERS + name][n], n, s)
+        layer = wl.megatron_layer_to_hf(lambda name, n=n: megatron[wl.LAYERS + name][n], n, s)
         hf.update({key: t.clone() for key, t in layer.items()})  # save_file refuses shared storage
-    hf.update({HF_FINAL_NORM: megatron[FINAL_NORM], HF_OUTPUT_LAYER: megatron[OUTPUT_LAYER]})
+    hf.update({wl.HF_FINAL_NORM: megatron[wl.FINAL_NORM], wl.HF_OUTPUT_LAYER: megatron[wl.OUTPUT_LAYER]})
     out.mkdir(parents=True)
     sized = [(key, t.numel() * t.element_size()) for key, t in hf.items()]
     write_sharded(out, group_into_shards(sized, shard_bytes), hf.__getitem__)
 
 
-# ---------------------------------------------------------------- one measured conversion (child)
+# ---------------------------------------------------------------- one measured step, in a child
 def rss_anon_bytes() -> int:
     """Anonymous resident memory of this process (heap, not file pages)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return int(re.search(r"RssAnon:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
 
 
 def sample_anonymous_peak(peak: list, done: threading.Event, interval: float = 0.01) -> None:
     """Keeps ``peak[0]`` at the largest RssAnon seen, sampling every ``interval`` s until ``done``."""
-    while not done.is_set():
+    while not done.wait(interval):
         peak[0] = max(peak[0], rss_anon_bytes())
-        done.wait(interval)
 
 
 def run_child(kind: str, src: str, dst: str, args) -> None:
+    if kind == "generate":  # a child too: Linux carries the parent's ru_maxrss over fork + exec
+        return print("RESULT " + json.dumps({"bytes": write_official_checkpoint(args, Path(dst))}))
     from lumos_megatron.conversion.export_hf import export_hf
     from lumos_megatron.conversion.import_hf import import_hf
 
@@ -209,69 +199,58 @@ def run_child(kind: str, src: str, dst: str, args) -> None:
     done.set()
     sampler.join()
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print("RESULT " + json.dumps(dict(seconds=seconds, start_rss=start_rss, start_anon=start_anon,
-                                      peak_rss=peak_rss, peak_anon=peak_anon[0])))
+    print("RESULT " + json.dumps({"seconds": seconds, "start_rss": start_rss, "start_anon": start_anon,
+                                  "peak_rss": peak_rss, "peak_anon": peak_anon[0]}))
 
 
-def measure(kind: str, src: Path, dst: Path, args) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, str(src), str(dst),
-           "--dtype", args.dtype, "--shard-size", str(args.shard_bytes)]
+def in_child(kind: str, src: Path, dst: Path, args) -> dict:
+    """Runs ``run_child`` in a fresh interpreter; returns what it reports."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, str(src), str(dst), "--dtype", args.dtype,
+           "--shard-size", str(args.shard_bytes), "--vocab", str(args.vocab)]
+    cmd += [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in PRESETS["1b"]]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
 
 
 # ---------------------------------------------------------------- checks and report
-def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).abs().max()) if a.shape == b.shape else float("inf")
-
-
-def compare_outputs(work: Path, args) -> list:
-    """Max |difference| of a few tensors: streaming vs load-all, and export vs the original."""
+def compare_outputs(work: Path, last: int) -> list:
+    """(name, max |difference|): streaming vs load-all outputs, and the export vs the original."""
     from safetensors import safe_open
 
     from lumos_megatron.conversion.torch_dist_io import TorchDistReader
 
-    def hf_tensor(directory: Path, key: str) -> torch.Tensor:
-        index = directory / "model.safetensors.index.json"
-        name = json.loads(index.read_text())["weight_map"][key] if index.is_file() else "model.safetensors"
-        with safe_open(str(directory / name), framework="pt") as f:
+    def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a.float() - b.float()).abs().max()) if a.shape == b.shape else float("inf")
+
+    def official(name: str, key: str) -> torch.Tensor:
+        index = work / name / "model.safetensors.index.json"
+        file = json.loads(index.read_text())["weight_map"][key] if index.is_file() else "model.safetensors"
+        with safe_open(str(work / name / file), framework="pt") as f:
             return f.get_tensor(key)
 
-    stream = TorchDistReader(work / "import-streaming" / "iter_0000000")
-    base, last, checks = TorchDistReader(work / "import-load-all"), args.layers - 1, []
-    for key in ("decoder.layers.self_attention.linear_qkv.weight", "decoder.layers.mlp.linear_fc1.weight",
-                "output_layer.weight"):
-        shape = stream.shape(key)
-        box = ((last,) + (0,) * (len(shape) - 1), (1,) + shape[1:]) if key.startswith("decoder") else ()
-        checks.append((f"import {key}" + (f"[{last}]" if box else ""),
-                       max_abs_diff(stream.read(key, *box), base.read(key, *box))))
-    for key in (f"model.layers.{last}.self_attn.k_proj.weight", "lm_head.weight"):
-        exported = hf_tensor(work / "export-streaming", key)
-        checks.append((f"export {key}, streaming vs load-all",
-                       max_abs_diff(exported, hf_tensor(work / "export-load-all", key))))
-        checks.append((f"export {key}, streaming vs original", max_abs_diff(exported, hf_tensor(work / "hf", key))))
+    ours, base = TorchDistReader(work / "import-streaming" / "iter_0000000"), TorchDistReader(work / "import-load-all")
+    checks = []
+    for key in ("decoder.layers.self_attention.linear_qkv.weight", "decoder.layers.mlp.linear_fc1.weight"):
+        box = ((last, 0, 0), (1,) + ours.shape(key)[1:])
+        checks.append((f"import {key}[{last}]", max_abs_diff(ours.read(key, *box), base.read(key, *box))))
+    checks.append(("import output_layer.weight", max_abs_diff(*(r.read("output_layer.weight") for r in (ours, base)))))
+    for key in (f"model.layers.{last}.self_attn.k_proj.weight", f"model.layers.{last}.mlp.up_proj.weight",
+                "lm_head.weight"):
+        for other in ("export-load-all", "hf"):
+            checks.append((f"export {key}, streaming vs {'load-all' if other != 'hf' else 'original'}",
+                           max_abs_diff(official("export-streaming", key), official(other, key))))
     return checks
 
 
-TABLE_HEADER = ("| step   | method    | seconds |  GB/s | peak RSS GB | x ckpt | peak anon GB | x ckpt "
-                "| start RSS/anon GB | time vs load-all | RSS vs load-all | anon vs load-all |\n"
-                "|--------|-----------|---------|-------|-------------|--------|--------------|--------"
-                "|-------------------|------------------|-----------------|------------------|")
-
-
-def table_row(step: str, method: str, r: dict, base: dict, ckpt_bytes: int) -> str:
-    return (f"| {step:6} | {method:9} | {r['seconds']:7.1f} | {ckpt_bytes / r['seconds'] / GB:5.2f} | "
-            f"{r['peak_rss'] / GB:11.2f} | {r['peak_rss'] / ckpt_bytes:6.2f} | {r['peak_anon'] / GB:12.2f} | "
-            f"{r['peak_anon'] / ckpt_bytes:6.2f} | {r['start_rss'] / GB:12.2f}/{r['start_anon'] / GB:.2f} | "
-            f"{r['seconds'] / base['seconds']:15.2f}x | {r['peak_rss'] / base['peak_rss']:14.2f}x | "
-            f"{r['peak_anon'] / base['peak_anon']:15.2f}x |")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+def disk_write_gbps(directory: Path, nbytes: int = 2**30) -> float:
+    """GB/s of a sequential write of ``nbytes`` + fsync (what both conversions end with)."""
+    block, path = bytes(64 * 2**20), directory / "disk-probe.bin"
+    start = time.perf_counter()
+    with open(path, "wb") as f:
+        f.writelines(block for _ in range(nbytes // len(block)))
+        os.fsync(f.fileno())
+    path.unlink()
+    return nbytes / (time.perf_counter() - start) / GB
 
 
 def main(argv=None):
@@ -283,39 +262,50 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16",
                         help="dtype of the synthetic weights and of the imported checkpoint")
     parser.add_argument("--shard-size", dest="shard_bytes", type=float, default=2e9,
-                        help="bytes per safetensors shard (written and exported)")
+                        help="bytes per safetensors shard, written and exported")
     parser.add_argument("--small", action="store_true", help="the small preset, for a quick run")
     parser.add_argument("--workdir", help="parent of the fresh work directory (default: the system temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.shard_bytes = int(args.shard_bytes)
-    if args.child:
-        return run_child(*args.child, args)
     for name, value in PRESETS["small" if args.small else "1b"].items():
         if getattr(args, name) is None:  # explicit options win over the preset
             setattr(args, name, value)
+    if args.child:
+        return run_child(*args.child, args)
     if args.workdir:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="lumos-convert-bench-", dir=args.workdir))  # removed at the end
+    work = Path(tempfile.mkdtemp(prefix="lumos-convert-bench-", dir=args.workdir))
     try:
         start = time.perf_counter()
-        ckpt_bytes = write_official_checkpoint(args, work / "hf")
-        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-        print(f"# {cpu_name()}, {os.cpu_count()} cores, {mem_gb:.1f} GiB RAM, torch {torch.__version__}, "
-              f"{datetime.date.today()}")
+        ckpt_bytes = in_child("generate", work, work / "hf", args)["bytes"]
+        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+        print(f"# {cpu.group(1) if cpu else platform.machine()}, {os.cpu_count()} cores, {mem_gib:.1f} GiB RAM, "
+              f"torch {torch.__version__}, {datetime.date.today()}; disk write + fsync "
+              f"{disk_write_gbps(work):.2f} GB/s")
         print(f"# hidden {args.hidden}, {args.layers} layers, {args.heads}/{args.kv_heads} heads, ffn {args.ffn}, "
-              f"vocab {args.vocab}, {args.dtype}; official checkpoint {ckpt_bytes / GB:.2f} GB in "
-              f"{len(list((work / 'hf').glob('*.safetensors')))} shards (written in "
-              f"{time.perf_counter() - start:.0f} s), workdir {work}")
+              f"vocab {args.vocab}, {args.dtype}: official checkpoint {ckpt_bytes / GB:.2f} GB in "
+              f"{len(list((work / 'hf').glob('*.safetensors')))} shard(s), written in "
+              f"{time.perf_counter() - start:.0f} s to {work}")
         sources = {"import": work / "hf", "export": work / "import-streaming"}
-        results = {}
-        for step, method in RUNS:
-            results[step, method] = measure(f"{step} {method}", sources[step], work / f"{step}-{method}", args)
-        print(TABLE_HEADER)
-        for step, method in RUNS:
-            print(table_row(step, method, results[step, method], results[step, "load-all"], ckpt_bytes))
-        for name, diff in compare_outputs(work, args):
+        results = {(step, method): in_child(f"{step} {method}", sources[step], work / f"{step}-{method}", args)
+                   for step, method in RUNS}
+        print("| step   | method    | seconds |  GB/s | peak RSS GB | x ckpt | peak anon GB | x ckpt "
+              "| time vs load-all | RSS vs load-all | anon vs load-all |")
+        print("|--------|-----------|---------|-------|-------------|--------|--------------|--------"
+              "|------------------|-----------------|------------------|")
+        for (step, method), r in results.items():
+            base = results[step, "load-all"]
+            print(f"| {step:6} | {method:9} | {r['seconds']:7.1f} | {ckpt_bytes / r['seconds'] / GB:5.2f} | "
+                  f"{r['peak_rss'] / GB:11.2f} | {r['peak_rss'] / ckpt_bytes:6.2f} | {r['peak_anon'] / GB:12.2f} | "
+                  f"{r['peak_anon'] / ckpt_bytes:6.2f} | {r['seconds'] / base['seconds']:15.2f}x | "
+                  f"{r['peak_rss'] / base['peak_rss']:14.2f}x | {r['peak_anon'] / base['peak_anon']:15.2f}x |")
+        first = results[RUNS[0]]
+        print(f"# before converting, each child's peak RSS is {first['start_rss'] / GB:.2f} GB, its anonymous "
+              f"RSS {first['start_anon'] / GB:.2f} GB (interpreter and imports)")
+        for name, diff in compare_outputs(work, args.layers - 1):
             print(f"# check {name}: max |diff| {diff:g}")
         print(f"# whole run: {time.perf_counter() - start:.0f} s")
     finally:
