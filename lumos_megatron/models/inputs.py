@@ -44,15 +44,16 @@ class ModelInputs:
 
 
 def build_model_inputs(tokens: torch.Tensor, vocab: LumosVocab, *, attention_backend_name: str = "sdpa",
-                       rope_variant: str = "mm_rope",
-                       mask_dtype: torch.dtype = torch.float32) -> ModelInputs:
+                       rope_variant: str = "mm_rope", mask_dtype: torch.dtype = torch.float32,
+                       with_attention_mask: bool = True) -> ModelInputs:
     """``tokens`` [b, s] (or [s] → b = 1) → :class:`ModelInputs`, from one parse of the layout.
 
     The mask is built where ``tokens`` are, except for backends whose mask belongs on the GPU
     (``mask_on_accelerator``: built on the current CUDA device when there is one, so it is not
     copied host-to-device; moving the batch there later is then a no-op for it). ``mask_dtype``
-    is the compute dtype, for masks that are additive biases. Malformed layouts raise ValueError
-    naming the sample and position.
+    is the compute dtype, for masks that are additive biases. ``with_attention_mask`` False skips
+    the mask (``attention_mask`` None): a KV-cache decoder builds its own from the segment ids.
+    Malformed layouts raise ValueError naming the sample and position.
     """
     backend = attention_backend(attention_backend_name)
     device = tokens.device if isinstance(tokens, torch.Tensor) else torch.device("cpu")
@@ -64,7 +65,7 @@ def build_model_inputs(tokens: torch.Tensor, vocab: LumosVocab, *, attention_bac
         mask_segments = segments.to(torch.cuda.current_device())
     return ModelInputs(
         position_ids=effective_positions(positions, rope_variant),
-        attention_mask=backend.build_mask(mask_segments, mask_dtype),
+        attention_mask=backend.build_mask(mask_segments, mask_dtype) if with_attention_mask else None,
         segment_ids=segments,
         num_frames=torch.tensor([layout.num_frames for layout in layouts], dtype=torch.long),
         attention_pairs=allowed_pairs(segments),
