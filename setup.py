@@ -108,5 +108,6 @@ setup(
     },
     ext_modules=csrc_extensions(),
     cmdclass=build_cmdclass(),
-    entry_points={"console_scripts": ["lumos-train=lumos_megatron.train:main"]},
+    entry_points={"console_scripts": ["lumos-train=lumos_megatron.train:main",
+                                      "lumos-generate=lumos_megatron.generate:main"]},
 )

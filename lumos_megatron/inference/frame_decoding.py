@@ -12,7 +12,7 @@ the sample's own generator, so a seed reproduces official samples token for toke
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Literal, Tuple
+from typing import List, Literal, Optional, Tuple
 
 import torch
 
@@ -71,12 +71,16 @@ class FrameState:
 
 
 def decode_step(state: FrameState, cond_logits: torch.Tensor, uncond_logits: torch.Tensor, step: int,
-                steps: int, cfg_scale: float, vocab: LumosVocab, generator: torch.Generator) -> FrameState:
+                steps: int, cfg_scale: float, vocab: LumosVocab, generator: torch.Generator,
+                num_codes: Optional[int] = None) -> FrameState:
     """Step ``step`` of ``steps`` for one sample: ``cond_logits``/``uncond_logits`` are ``[N, V]``
-    (any float dtype; the update runs in fp32, as the official sampler). Returns the new state."""
+    (any float dtype; the update runs in fp32, as the official sampler). ``num_codes`` restricts
+    sampling to the first codes of the visual range (a video tokenizer with a smaller codebook
+    than the model's); None keeps all of them (official). Returns the new state."""
     logits = cfg_scale * (cond_logits.float() - uncond_logits.float()) + uncond_logits.float()
     logits[:, : vocab.visual_offset] = float("-inf")
-    logits[:, vocab.vocab_size:] = float("-inf")
+    if num_codes is not None:
+        logits[:, vocab.visual_offset + num_codes:] = float("-inf")
     probs = torch.softmax(logits, dim=-1)
     drawn = torch.multinomial(probs, 1, generator=generator)[:, 0]
     sampled = torch.where(state.unknown, drawn, state.tokens)

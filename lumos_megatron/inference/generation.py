@@ -48,6 +48,9 @@ class SamplerSettings:
     """Cache the prompt and finished frames; False recomputes the whole context every step."""
     batch_cfg: bool = True
     """Conditional and unconditional rows in one forward; False runs them one after the other."""
+    num_visual_codes: Optional[int] = None
+    """Sample only the first N visual codes (a video tokenizer with a smaller codebook than the
+    model's visual range); None samples every visual id (official)."""
 
 
 @dataclass
@@ -141,7 +144,7 @@ def _decode(state: FrameState, cond: torch.Tensor, uncond: torch.Tensor, step: i
     device = generator.device
     state = FrameState(state.tokens.to(device), state.unknown.to(device), state.temperature)
     return decode_step(state, cond.to(device), uncond.to(device), step, settings.steps, settings.cfg_scale,
-                       vocab, generator)
+                       vocab, generator, settings.num_visual_codes)
 
 
 def generate_video_tokens(model, prompt_ids: Sequence[int], *, latent_grid: Tuple[int, int], fps: int,

@@ -1,0 +1,74 @@
+"""Entry point: ``python -m lumos_megatron.generate`` (also ``lumos-generate``): prompts → videos.
+
+    python -m lumos_megatron.generate --load C --video-tokenizer SPEC --text-tokenizer SPEC
+        --task t2i|t2v|i2v (--prompt TEXT [--image PATH] | --prompts FILE) --out DIR
+        [--resolution 352|WxH] [--fps 12] [--duration 2] [--steps 50] [--cfg G]
+        [--history-mask-ratio 0.7] [--seed 0] [--batch-size 1] [--temperature-schedule official]
+        [--no-kv-cache]
+
+Per sample ``DIR/sample_NNNNN.{mp4,gif,png,json}`` (the JSON, written last, holds every setting
+and the generated token ids); a re-run skips samples whose JSON exists. Bad prompt-file lines and
+unreadable images are listed in ``DIR/skipped.jsonl`` and the other samples still run. Under
+torchrun the model is split over the ranks (TP = world size) and rank 0 writes.
+Exit status: 0 done (skipped prompts are listed, not fatal), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lumos_megatron.generate", description="AR-DF generation: prompts → videos.")
+    p.add_argument("--load", required=True, help="checkpoint root or iter_* directory")
+    p.add_argument("--video-tokenizer", required=True, help="cosmos:DIR or fsq:CKPT.pt (decodes the codes)")
+    p.add_argument("--text-tokenizer", required=True, help="hf:tokenizer.json or sp:MODEL.model")
+    p.add_argument("--task", choices=["t2i", "t2v", "i2v"], default="t2v")
+    p.add_argument("--prompt", help="one caption")
+    p.add_argument("--image", help="I2V conditioning image of --prompt")
+    p.add_argument("--prompts", help="prompt file: text (one per line) or JSONL {prompt, image?, seed?}")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--resolution", default=None, help="target size (352, 528, 656) or WxH; T2I default 448x256")
+    p.add_argument("--fps", type=int, default=None, help="frames per second (T2V/I2V 12; T2I 1)")
+    p.add_argument("--duration", type=int, default=None, help="seconds (T2V/I2V 2; T2I 1)")
+    p.add_argument("--steps", type=int, default=50, help="decoding steps per latent frame")
+    p.add_argument("--cfg", type=float, default=None, help="guidance scale (T2V/I2V 15, T2I 16)")
+    p.add_argument("--history-mask-ratio", type=float, default=0.7, help="ρ_inf of the cached history")
+    p.add_argument("--temperature-schedule", choices=["official", "per_frame"], default="official")
+    p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i unless its JSONL line has one")
+    p.add_argument("--batch-size", type=int, default=1, help="prompts decoded together (same frame size)")
+    p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole context every step")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="compute dtype (default: bf16 on GPU)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Parse, load, generate; returns the exit status."""
+    args = _parser().parse_args(argv)
+    from lumos_megatron.inference.run import GenerationRun, GenerationSetupError
+
+    try:
+        run = GenerationRun.from_args(args)
+    except GenerationSetupError as err:
+        print(f"lumos_megatron.generate: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        written, skipped = run.run()
+    finally:
+        run.close()
+    if args.prompt and skipped:  # the one prompt could not be used: say why
+        if run.is_writer:
+            print(f"lumos_megatron.generate: error: {skipped[0]['reason']}", file=sys.stderr)
+        return 2
+    if run.is_writer:
+        print(json.dumps({"written": written, "skipped": len(skipped), "out": str(Path(args.out))}))
+    return 0
+
+
+if __name__ == "__main__":  # the checkpoint loader spawns helpers that re-import __main__
+    sys.exit(main())
