@@ -382,6 +382,21 @@ ADAPTATIONS: Tuple[MegatronAdaptation, ...] = (
         "subclasses recompute themselves with the non-reentrant checkpoint.",
         "replacement",
     ),
+    _entry(
+        "kv-cache-layer-forward",
+        "inference.kv_cache:LayerKVCache",
+        "inference/contexts/static_context.py StaticInferenceContext and the dynamic engine "
+        "(inference/contexts/dynamic_context.py); the layer pieces used directly: "
+        "transformer/attention.py SelfAttention.linear_qkv/q_layernorm/k_layernorm/linear_proj "
+        "(GQA split as get_query_key_value_tensors, :1371), transformer/transformer_layer.py "
+        "input_layernorm/pre_mlp_layernorm/mlp, models/common/embeddings/rope_utils.py:250 "
+        "apply_rotary_pos_emb",
+        "The static context keeps only last-token logits and grows one position at a time; the "
+        "dynamic engine is causal with 1-D RoPE. AR-DF decoding needs every code logit of a frame "
+        "block, frame-causal attention over cache + block and a cache that drops the block each step, "
+        "so the layer forward is written over the model's own modules.",
+        "replacement",
+    ),
     # ------------------------------------------------------------------------------- training
     _entry(
         "config-owned-lr-schedule",

@@ -1,6 +1,7 @@
 """``python -m lumos_megatron.generate`` on CPU: a tiny trained checkpoint, an (untrained) FSQ video
 tokenizer and a sentencepiece text tokenizer; T2V, T2I and I2V write MP4/GIF/PNG/JSON per prompt,
-bad inputs behave as documented, and a re-run skips finished samples."""
+TP=2 under torchrun writes the same tokens, bad inputs behave as documented, and a re-run skips
+finished samples."""
 
 import json
 import os
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, TINY_RECIPE, run_train
+from conftest import TINY_RECIPE, _free_port, run_train
 
 
 
@@ -36,9 +37,11 @@ def assets(tmp_path_factory):
     return tmp, f"sp:{text}", video
 
 
-def _generate(assets, *args, load=None):
+def _generate(assets, *args, load=None, nproc=1):
     tmp, text, video = assets
-    cmd = [sys.executable, "-m", "lumos_megatron.generate", "--load", str(load or tmp / "ckpt"),
+    launcher = [sys.executable] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(_free_port())]
+    cmd = [*launcher, "-m", "lumos_megatron.generate", "--load", str(load or tmp / "ckpt"),
            "--video-tokenizer", video, "--text-tokenizer", text, "--resolution", "32x32", "--steps", "3", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LUMOS_STRICT_CPU": "1"}
     return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
@@ -73,6 +76,11 @@ def test_t2v_and_t2i(assets):
     assert t2i.returncode == 0, t2i.stderr[-3000:]
     info = _check_sample(tmp / "t2i", "sample_00000", 1, "t2i")
     assert info["fps"] == info["duration"] == 1 and info["sampler"]["cfg_scale"] == 16.0
+    # Tensor parallel over two ranks (rank 0 writes): the same tokens.
+    tp2 = _generate(assets, "--task", "t2i", "--prompt", "a cat", "--out", str(tmp / "t2i_tp2"), "--no-progress",
+                    nproc=2)
+    assert tp2.returncode == 0, tp2.stderr[-3000:]
+    assert _check_sample(tmp / "t2i_tp2", "sample_00000", 1, "t2i")["video_tokens"] == info["video_tokens"]
 
 
 def test_i2v_prompt_file_with_bad_lines_and_rerun(assets):

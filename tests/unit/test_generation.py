@@ -46,7 +46,6 @@ def test_unmask_schedule_and_history_pattern():
 
 def _official_generation(model, prompt, fps, duration, steps, cfg, rho, seed, given=(), frames=None):
     """The official sampler, written out plainly: explicit sequences, full forward every step."""
-    vocab = model.vocab
     rows, cols = GRID
     n = rows * cols
     total = frames or math.ceil((fps * duration - 1) / 4) + 1
