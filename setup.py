@@ -97,6 +97,8 @@ setup(
         "pyyaml",
         "tqdm",
         "safetensors",  # official Lumos-1 checkpoints (tools/checkpoint/convert.py)
+        "scipy",  # scaling-law fits (L-BFGS-B), tools/scaling/
+        "matplotlib",  # scaling-law plots, tools/scaling/
         "numpy",
     ],
     extras_require={

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -50,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse, load, generate; returns the exit status."""
     args = _parser().parse_args(argv)
+    # megatron-core's notices about optional fused kernels and a deprecated scope name it uses
+    # itself: nothing a user of this command can act on.
+    warnings.filterwarnings("ignore", message=".*(Apex is not installed|full scope is deprecated).*")
     from lumos_megatron.inference.run import GenerationRun, GenerationSetupError
 
     try:

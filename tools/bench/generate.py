@@ -1,0 +1,297 @@
+#!/usr/bin/env python
+"""AR-DF generation benchmark: KV cache vs recompute, batched vs sequential CFG, batch 1/4/8, in one run.
+
+Usage::
+
+    python tools/bench/generate.py [--small] [--grid 32 56] [--frames 2] [--steps 4] [--layers 2]
+                                   [--hidden 128] [--heads 4] [--kv-heads 2] [--ffn 352] [--vocab 69632]
+                                   [--batches 1 4 8] [--max-logits-gb 12] [--seed 0] [--workdir DIR]
+
+A random official-format (Chameleon-style) checkpoint with MM-RoPE and GQA is written to a fresh
+temp dir, converted with ``conversion.import_hf`` and loaded with ``inference.load_model`` (fp32,
+seeded: every run has the same weights). Text-to-video requests: ``[0] + 60..100 random text ids +
+[8710]``, ``fps`` 12, ``duration`` 2, ``--frames`` latent frames of ``--grid`` latents (32x56 is
+the official 256p frame, a block of 3 + 32·57 + 1 = 1,828 tokens), ``--steps`` decoding steps per
+frame, CFG 15, ρ_inf 0.7, prompt i sampled from seed ``--seed`` + i. Runs, all on the same model:
+
+* ``kv-cache``: ``kv_cache=True`` vs ``kv_cache=False`` (every step forwards the whole sequence),
+  prompt 0, batch 1; the tokens must be identical;
+* ``cfg``: ``batch_cfg=True`` (cond + uncond rows in one forward) vs ``False`` (two forwards),
+  prompt 0, batch 1, KV cache; identical tokens;
+* ``batch``: prompts 0..3 one at a time, then batches of 4 and 8 (KV cache, batched CFG); each
+  prompt's tokens must equal its batch-of-1 tokens (prompts 0..3; 4..7 only run batched).
+
+Token-forwards count the real tokens that go through the decoder (padding excluded). With prompt
+length P (BOS … 8710), video prefix 3, block length B, F frames, T steps, per video:
+  cache:     (P + 3) + 3 + 2·(F − 1)·B + 2·F·T·B   (each row's context once, each finished frame
+             once more, one block per step per row);
+  recompute: T · Σ_{k<F} [(P + 3 + (k + 1)·B) + (3 + (k + 1)·B)] = T · (F·(P + 6) + F·(F + 1)·B).
+``sampling s`` is the time inside the per-sample CFG + softmax + multinomial + re-masking update
+(``generation._decode``, timed by wrapping it); the rest of a step is the forward. ``peak RSS`` is
+the process RSS sampled every 10 ms during the run. The sampler works on full-vocabulary fp32 logits
+(as the official one): a forward holds about 2 · rows · H·W · V · 4 bytes of them (the LM-head
+output and its transposed copy), so a run whose estimate exceeds ``--max-logits-gb`` is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+GB = 2**30
+PRESETS = {"default": {"grid": (32, 56), "frames": 2, "steps": 4, "vocab": 65536 + 4096},
+           "small": {"grid": (8, 8), "frames": 3, "steps": 4, "vocab": 65536 + 1024}}
+
+
+# ---------------------------------------------------------------- a random official checkpoint
+def write_random_official(directory: Path, args) -> Path:
+    """``config.json`` + ``model.safetensors`` with the official key names, N(0, 0.05) matrices."""
+    from safetensors.torch import save_file
+
+    h, d = args.hidden, args.hidden // args.heads
+    config = {"model_type": "chameleon", "architectures": ["ChameleonXLLMXForConditionalGeneration"],
+              "hidden_size": h, "intermediate_size": args.ffn, "num_hidden_layers": args.layers,
+              "num_attention_heads": args.heads, "num_key_value_heads": args.kv_heads, "vocab_size": args.vocab,
+              "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": None, "mm_rope": True,
+              "swin_norm": False, "model_parallel_size": 1, "attention_bias": False, "mlp_bias": False,
+              "tie_word_embeddings": False, "max_position_embeddings": 32768, "hidden_act": "silu",
+              "torch_dtype": "float32"}
+    gen = torch.Generator().manual_seed(args.seed)
+
+    def rand(*shape, mean=0.0, std=0.05):
+        return torch.randn(*shape, generator=gen) * std + mean
+
+    tensors = {"model.embed_tokens.weight": rand(args.vocab, h)}
+    for n in range(args.layers):
+        p = f"model.layers.{n}."
+        tensors.update({p + "self_attn.q_proj.weight": rand(h, h),
+                        p + "self_attn.k_proj.weight": rand(args.kv_heads * d, h),
+                        p + "self_attn.v_proj.weight": rand(args.kv_heads * d, h),
+                        p + "self_attn.o_proj.weight": rand(h, h),
+                        p + "mlp.gate_proj.weight": rand(args.ffn, h), p + "mlp.up_proj.weight": rand(args.ffn, h),
+                        p + "mlp.down_proj.weight": rand(h, args.ffn),
+                        p + "input_layernorm.weight": rand(h, mean=1.0, std=0.1),
+                        p + "post_attention_layernorm.weight": rand(h, mean=1.0, std=0.1)})
+        for norm in ("q_norm", "k_norm"):
+            tensors[p + f"self_attn.{norm}.weight"] = rand(1, d, mean=1.0, std=0.1)
+            tensors[p + f"self_attn.{norm}.bias"] = rand(1, d, std=0.1)
+    tensors["model.norm.weight"] = rand(h, mean=1.0, std=0.1)
+    tensors["lm_head.weight"] = rand(args.vocab, h)
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    return directory
+
+
+def make_model(work: Path, args):
+    from lumos_megatron.conversion.import_hf import import_hf
+    from lumos_megatron.inference import load_model
+
+    import_hf(write_random_official(work / "hf", args), work / "ckpt", progress=False)
+    torch.manual_seed(args.seed)
+    return load_model(work / "ckpt", dtype=torch.float32, device="cpu")
+
+
+def make_prompts(count: int, seed: int):
+    """``[0] + text ids + [8710]``, 60..100 ordinary text ids (clear of the special-token range)."""
+    gen = torch.Generator().manual_seed(seed + 1000)
+    lengths = torch.randint(60, 101, (count,), generator=gen).tolist()
+    return [[0] + torch.randint(10000, 60000, (n,), generator=gen).tolist() + [8710] for n in lengths]
+
+
+# ---------------------------------------------------------------- measuring
+class PeakRss(threading.Thread):
+    """Samples the process RSS every 10 ms until stopped; ``peak`` in bytes."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak, self._done = 0, threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def run(self):
+        while not self._done.is_set():
+            with open("/proc/self/statm") as f:
+                self.peak = max(self.peak, int(f.read().split()[1]) * self._page)
+            self._done.wait(0.01)
+
+    def stop(self):
+        self._done.set()
+        self.join()
+
+
+@contextlib.contextmanager
+def timed_sampling():
+    """Accumulates the seconds spent in ``generation._decode`` (the per-sample sampling update)."""
+    from lumos_megatron.inference import generation
+
+    original, spent = generation._decode, [0.0]
+
+    def timed(*a, **k):
+        start = time.perf_counter()
+        try:
+            return original(*a, **k)
+        finally:
+            spent[0] += time.perf_counter() - start
+
+    generation._decode = timed
+    try:
+        yield spent
+    finally:
+        generation._decode = original
+
+
+def token_forwards(prompts, block, frames, steps, kv_cache):
+    """Real (unpadded) tokens forwarded to generate ``prompts`` (formulas in the module docstring)."""
+    if kv_cache:
+        return sum(len(p) + 6 + 2 * (frames - 1) * block + 2 * frames * steps * block for p in prompts)
+    return sum(steps * (frames * (len(p) + 6) + frames * (frames + 1) * block) for p in prompts)
+
+
+def generate(model, prompts, seeds, args, **settings):
+    """(token lists, seconds, sampling seconds, peak RSS bytes) of one ``generate_batch`` call."""
+    from lumos_megatron.inference import SamplerSettings, VideoRequest, generate_batch
+
+    requests = [VideoRequest(p, tuple(args.grid), 12, 2, torch.Generator().manual_seed(s),
+                             num_latent_frames=args.frames) for p, s in zip(prompts, seeds)]
+    sampler = SamplerSettings(steps=args.steps, cfg_scale=15.0, history_mask_ratio=0.7, **settings)
+    gc.collect()
+    rss = PeakRss()
+    rss.start()
+    try:
+        with timed_sampling() as sampling:
+            start = time.perf_counter()
+            tokens = generate_batch(model, requests, sampler)
+            seconds = time.perf_counter() - start
+    finally:
+        rss.stop()
+    return tokens, seconds, sampling[0], rss.peak
+
+
+def differences(a, b):
+    """'' when equal, else where the token lists first differ and how many tokens differ."""
+    if a == b:
+        return ""
+    if len(a) != len(b):
+        return f"lengths {len(a)} vs {len(b)}"
+    diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    return f"{len(diff)} of {len(a)} tokens differ, first at index {diff[0]}"
+
+
+def machine() -> str:
+    cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+    mem = int(re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text()).group(1)) * 1024 / GB
+    return (f"{cpu.group(1) if cpu else 'unknown CPU'}, {os.cpu_count()} cores, {mem:.1f} GiB RAM, torch "
+            f"{torch.__version__}, {torch.get_num_threads()} threads, {datetime.date.today()}")
+
+
+# ---------------------------------------------------------------- main
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", action="store_true", help="8x8 grid, 3 frames, 65,536 + 1,024 ids (quick check)")
+    parser.add_argument("--grid", type=int, nargs=2, metavar=("H", "W"), help="latents per frame (default 32 56)")
+    parser.add_argument("--frames", type=int, help="latent frames to generate (default 2)")
+    parser.add_argument("--steps", type=int, help="decoding steps per frame (default 4)")
+    parser.add_argument("--vocab", type=int, help="vocabulary: 65,536 text ids + visual codes (default 69632; "
+                                                  "official 129536)")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--kv-heads", type=int, default=2)
+    parser.add_argument("--ffn", type=int, default=352)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8], help="batch sizes (1 is always run)")
+    parser.add_argument("--max-logits-gb", type=float, default=12.0,
+                        help="skip a run whose forward would hold more fp32 logits than this (estimate)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", help="parent of the temp dir holding the checkpoints")
+    args = parser.parse_args(argv)
+    for name, value in PRESETS["small" if args.small else "default"].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    rows_, cols = args.grid
+    block, codes = 3 + rows_ * (cols + 1) + 1, rows_ * cols
+    batches = sorted(set(args.batches) | {1})
+    prompts = make_prompts(max(batches + [4]), args.seed)
+    seeds = [args.seed + i for i in range(len(prompts))]
+    work = Path(tempfile.mkdtemp(prefix="lumos-generate-bench-", dir=args.workdir))
+    begin = time.perf_counter()
+    try:
+        model = make_model(work, args)
+        print(f"# {machine()}")
+        print(f"# {args.layers} layers, hidden {args.hidden}, {args.heads}/{args.kv_heads} heads (GQA), ffn "
+              f"{args.ffn}, mm_rope, fp32, vocab {args.vocab} ({args.vocab - 65536} visual codes), grid "
+              f"{rows_}x{cols} (block {block}), {args.frames} frames x {args.steps} steps, CFG 15, rho 0.7, "
+              f"prompt lengths {[len(p) for p in prompts]}")
+        small = argparse.Namespace(**{**vars(args), "grid": (4, 4), "frames": 2, "steps": 2})
+        for kv in (True, False):  # warm-up: lazy imports, kernels, allocator
+            generate(model, prompts[:2], seeds[:2], small, kv_cache=kv)
+        results, checks = [], []
+
+        def record(group, label, n_prompts, tokens_per_video, out, base=None):
+            _, seconds, sampling, peak = out
+            results.append((group, label, n_prompts, seconds / n_prompts, sampling / seconds,
+                            tokens_per_video * n_prompts / seconds, peak, base))
+
+        one = {}  # prompt index -> (tokens, seconds, sampling, peak), batch of 1, KV cache, batched CFG
+        for i in range(4):
+            one[i] = generate(model, [prompts[i]], [seeds[i]], args)
+            print(f"# batch 1, prompt {i}: {one[i][1]:.1f} s", flush=True)
+        per_video = lambda ps, kv: token_forwards(ps, block, args.frames, args.steps, kv) / len(ps)  # noqa: E731
+        recompute = generate(model, [prompts[0]], [seeds[0]], args, kv_cache=False)
+        print(f"# recompute: {recompute[1]:.1f} s", flush=True)
+        record("kv-cache", "recompute", 1, per_video(prompts[:1], False), recompute)
+        record("kv-cache", "KV cache", 1, per_video(prompts[:1], True), one[0], recompute[1])
+        checks.append(("KV cache = recompute (prompt 0)", differences(one[0][0][0], recompute[0][0])))
+        sequential = generate(model, [prompts[0]], [seeds[0]], args, batch_cfg=False)
+        print(f"# sequential CFG: {sequential[1]:.1f} s", flush=True)
+        record("cfg", "sequential", 1, per_video(prompts[:1], True), sequential)
+        record("cfg", "batched", 1, per_video(prompts[:1], True), one[0], sequential[1])
+        checks.append(("batched CFG = sequential CFG (prompt 0)", differences(one[0][0][0], sequential[0][0])))
+        merged = ([one[i][0][0] for i in range(4)], sum(one[i][1] for i in range(4)),
+                  sum(one[i][2] for i in range(4)), max(one[i][3] for i in range(4)))
+        record("batch", "batch 1 (prompts 0-3)", 4, per_video(prompts[:4], True), merged)
+        for b in batches:
+            if b == 1:
+                continue
+            estimate = 2 * (2 * b) * codes * args.vocab * 4 / GB
+            if estimate > args.max_logits_gb:
+                results.append(("batch", f"batch {b}: skipped, ~{estimate:.0f} GB of logits > --max-logits-gb",
+                                b, None, None, None, None, None))
+                continue
+            out = generate(model, prompts[:b], seeds[:b], args)
+            print(f"# batch {b}: {out[1]:.1f} s", flush=True)
+            record("batch", f"batch {b}", b, per_video(prompts[:b], True), out, merged[1] / 4 * b)
+            for i in range(min(b, 4)):
+                checks.append((f"batch {b} prompt {i} = batch 1", differences(out[0][i], one[i][0][0])))
+
+        print("| compare  | run                    | videos | s/video | sampling share | token-fwd/s | peak RSS GB "
+              "| speed-up |")
+        print("|----------|------------------------|--------|---------|----------------|-------------|-------------"
+              "|----------|")
+        for group, label, videos, spv, share, tps, peak, base in results:
+            if spv is None:
+                print(f"| {group:8} | {label} |")
+                continue
+            speed = f"{base / (spv * videos):7.2f}x" if base else "  1.00x"
+            print(f"| {group:8} | {label:22} | {videos:6d} | {spv:7.1f} | {share:13.0%} | {tps:11.0f} | "
+                  f"{peak / GB:11.2f} | {speed:>8} |")
+        for name, diff in checks:
+            print(f"# tokens {name}: {'identical' if not diff else 'DIFFERENT: ' + diff}")
+        print(f"# whole run: {time.perf_counter() - begin:.0f} s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
