@@ -34,6 +34,11 @@ PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
 #: The published Huber threshold on log residuals.
 HUBER_DELTA = 1e-3
 
+#: Elements of one block's ``[rows, points]`` temporaries. About 94 KiB of float64 each: below
+#: glibc's 128 KiB mmap threshold, so the temporaries are reused from the heap and stay in cache
+#: instead of being mapped, faulted in and zeroed on every call (3-5x slower per element here).
+BLOCK_ELEMENTS = 12_000
+
 
 def huber(r: np.ndarray, delta: float = HUBER_DELTA) -> np.ndarray:
     """Elementwise Huber function: ``r**2 / 2`` inside ``[-delta, delta]``, linear with slope delta outside."""
@@ -90,8 +95,20 @@ class Approach3Objective:
                  ) -> Tuple[np.ndarray, np.ndarray]:
         """Objective values ``[S]`` and gradients ``[S, 5]`` at the parameter vectors ``theta`` ``[S, 5]``.
 
-        With ``row_weights`` set, ``rows`` (``[S]`` ints) selects each vector's weight row."""
+        With ``row_weights`` set, ``rows`` (``[S]`` ints) selects each vector's weight row. Large
+        batches are evaluated in blocks of about ``BLOCK_ELEMENTS / P`` vectors."""
         th = np.asarray(theta, dtype=float)
+        block = max(1, BLOCK_ELEMENTS // self.num_points)
+        if th.shape[0] <= block:
+            return self._block(th, rows)
+        value = np.empty(th.shape[0])
+        grad = np.empty((th.shape[0], 5))
+        for lo in range(0, th.shape[0], block):
+            hi = lo + block
+            value[lo:hi], grad[lo:hi] = self._block(th[lo:hi], None if rows is None else rows[lo:hi])
+        return value, grad
+
+    def _block(self, th: np.ndarray, rows: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
         t1 = th[:, 0:1] - th[:, 3:4] * self.log_n
         t2 = th[:, 1:2] - th[:, 4:5] * self.log_d
         t3 = th[:, 2:3]

@@ -1,9 +1,9 @@
 """Limited-memory BFGS run on many starting points at once, vectorised with numpy.
 
 The published fitting recipe runs one L-BFGS optimisation per starting point of a 4,500-point grid
-and keeps the best converged result. Running scipy's L-BFGS-B 4,500 times costs minutes, nearly all
-of it per-iteration interpreter overhead: each objective evaluation on a few hundred runs takes
-microseconds of arithmetic. This module runs the same kind of optimisation for every start
+and keeps the best converged result. Run one start at a time, the cost is dominated by fixed
+per-call costs (a few dozen numpy calls on arrays of a few hundred runs, and scipy's bookkeeping),
+not by arithmetic. This module runs the same kind of optimisation for every start
 *simultaneously*: every iteration evaluates the objective and gradient of all still-running starts
 in one batched call and advances each start independently (its own curvature memory, step length
 and stopping test). Converged starts leave the batch, so the work shrinks as the run goes on.

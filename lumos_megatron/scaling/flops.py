@@ -81,6 +81,16 @@ def measured_gemm_tflops(size: int = 1024, seconds: float = 0.3) -> float:
     return 2 * size ** 3 * runs / (time.perf_counter() - start) / 1e12
 
 
+def gpu_peak_tflops(device_name: str) -> Optional[Tuple[str, float]]:
+    """(table key, dense bf16 peak TFLOP/s) of the first known GPU whose key is in
+    ``device_name`` (case-insensitive: ``torch.cuda.get_device_name()`` or a short name such as
+    ``h100``), or None for an unknown GPU."""
+    for key, peak in _GPU_PEAK_TFLOPS:
+        if key.lower() in device_name.lower():
+            return key, peak
+    return None
+
+
 def device_peak_tflops(override: float = 0.0) -> Tuple[Optional[float], str]:
     """(peak TFLOP/s of one device for MFU, where it comes from): ``override`` when > 0, the
     dense bf16 peak of a known GPU, a measured fp32 GEMM rate on CPU, or None for an unknown
@@ -89,8 +99,8 @@ def device_peak_tflops(override: float = 0.0) -> Tuple[Optional[float], str]:
         return override, "logging.peak_tflops"
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
-        for key, peak in _GPU_PEAK_TFLOPS:
-            if key in name:
-                return peak, f"{key} dense bf16 peak"
+        known = gpu_peak_tflops(name)
+        if known is not None:
+            return known[1], f"{known[0]} dense bf16 peak"
         return None, f"unknown GPU {name!r}; set logging.peak_tflops"
     return measured_gemm_tflops(), "measured CPU fp32 GEMM rate"

@@ -114,7 +114,12 @@ class Reporter:
             self._writer = SummaryWriter(log_dir=self.tensorboard_dir, max_queue=1000)
 
     def log(self, stats: IterationStats) -> None:
-        """Record one iteration (stdout every ``log_interval``; TensorBoard every iteration)."""
+        """Record one iteration (stdout every ``log_interval``; TensorBoard every iteration).
+
+        TensorBoard tags (each also as ``<tag> vs samples``): ``lm loss``, ``learning-rate``,
+        ``iteration-time``, ``loss-tokens`` (loss positions of the step), ``tokens`` (tokens the
+        step processed, padding included), ``throughput``/``tokens-per-sec-per-gpu``/``mfu`` when
+        FLOPs are counted, ``memory/peak-gb``, ``grad-norm`` and the objective's extras."""
         if not self.active:
             return
         self.history.append(stats)
@@ -126,7 +131,11 @@ class Reporter:
             print(format_log_line(stats, self.train_iters, self.global_batch_size, rates, eta_s), flush=True)
         if self._writer is not None:
             scalars: Dict[str, float] = {"lm loss": stats.lm_loss, "learning-rate": stats.lr,
-                                         "iteration-time": stats.elapsed_ms / 1e3}
+                                         "iteration-time": stats.elapsed_ms / 1e3,
+                                         # Per step: what scaling-law collection sums up.
+                                         "loss-tokens": stats.loss_tokens}
+            if stats.tokens > 0:
+                scalars["tokens"] = stats.tokens
             if stats.model_flops > 0:
                 scalars["throughput"] = rates.tflops
                 scalars["tokens-per-sec-per-gpu"] = rates.tokens_per_s

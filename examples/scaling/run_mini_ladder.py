@@ -1,0 +1,92 @@
+"""A scaling ladder end to end on a CPU: make_ladder → local training runs → collect → fit.
+
+    python examples/scaling/run_mini_ladder.py [--out runs/mini_ladder] [--smallest] [--bootstrap B]
+
+Derives tiny Lumos models from examples/recipes/tiny_cpu.yaml (mock 2-frame 4x4-latent video
+samples, 72 tokens each), lays them out with tools/scaling/make_ladder.py (the same rules as a
+cluster ladder; sizes are non-embedding parameters), trains each run in sequence with
+``python -m lumos_megatron.train`` instead of sbatch (evaluating several times per run so that
+``lm loss validation`` exists), collects the runs with tools/scaling/collect.py and fits them with
+tools/scaling/fit.py. Default: 3 sizes x 3 budgets (about 10 min on 2 cores); --smallest: 3 sizes
+x 2 budgets of very few iterations (about 1.5 min), what the end-to-end test runs.
+
+Outputs under --out: ladder.json, <run>/{recipe.yaml,train.log,tensorboard/}, runs.csv and
+fit/ (fit.json, report.md, plots). Mock codes are i.i.d., so every model soon reaches the same
+loss: this exercises the pipeline, it does not measure a scaling law.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+COMMON = ["--base", "examples/recipes/tiny_cpu.yaml", "--set", "data.seq_length=72",
+          "--n-min", "1e4", "--n-max", "3e5", "--num-sizes", "3", "--size-by", "non-embedding",
+          "--head-dim", "32", "--aspect", "48", "--gqa-ratio", "4", "--ffn-ratio", "2.75",
+          "--ffn-multiple", "16", "--nodes", "1", "--gpus-per-node", "1", "--eval-samples", "64",
+          "--prefix", "mini-"]
+SETTINGS = {
+    "default": ["--tokens-per-param", "1", "2", "4", "--evals-per-run", "4"],
+    "smallest": ["--tokens-per-param", "0.1", "0.2", "--evals-per-run", "2"],
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/mini_ladder", help="output directory")
+    p.add_argument("--smallest", action="store_true", help="3 sizes x 2 tiny budgets (the e2e test)")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for fit.py")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
+                   help="OMP threads of each training process")
+    return p.parse_args(argv)
+
+
+def _run(cmd, log=None, env=None) -> None:
+    """Run a step from the repository root; exit with its status (and log tail) when it fails."""
+    with (open(log, "w") if log else open(os.devnull, "w")) as sink:
+        proc = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env, text=True,
+                              stdout=sink if log else None, stderr=subprocess.STDOUT if log else None)
+    if proc.returncode != 0:
+        tail = Path(log).read_text()[-3000:] if log else ""
+        sys.exit(f"run_mini_ladder: {' '.join(map(str, cmd[:4]))} ... failed ({proc.returncode})\n{tail}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    out = Path(args.out).resolve()
+    py = sys.executable
+    setting = SETTINGS["smallest" if args.smallest else "default"]
+    _run([py, "tools/scaling/make_ladder.py", "--out", out, *COMMON, *setting])
+    runs = json.loads((out / "ladder.json").read_text())["runs"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
+    for k, run in enumerate(runs, 1):
+        t0 = time.perf_counter()
+        print(f"[{k}/{len(runs)}] {run['name']}: N={run['non_embedding_params']} non-embedding, "
+              f"D={run['tokens']} tokens, {run['train_iters']} iterations of {run['global_batch_size']} "
+              f"samples ...", end=" ", flush=True)
+        cmd = [py if c == "python" else c for c in run["local_command"]]
+        _run(cmd, log=Path(run["run_dir"]) / "train.log", env=env)
+        print(f"{time.perf_counter() - t0:.0f} s", flush=True)
+    csv_path = out / "runs.csv"
+    _run([py, "tools/scaling/collect.py", *[r["run_dir"] for r in runs], "--out", csv_path])
+    # The ladder is sized by non-embedding parameters: fit those (the embedding is most of a tiny model).
+    fit_args = ["--params-column", "non_embedding_params"]
+    if args.bootstrap is not None:
+        fit_args += ["--bootstrap", str(args.bootstrap)]
+    _run([py, "tools/scaling/fit.py", "--runs", csv_path, "--out", out / "fit", *fit_args])
+    print(f"mini ladder done in {time.perf_counter() - start:.0f} s: {len(runs)} runs, {csv_path}, "
+          f"{out / 'fit' / 'fit.json'}, {out / 'fit' / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

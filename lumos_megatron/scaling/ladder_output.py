@@ -1,0 +1,188 @@
+"""What a planned ladder becomes on disk and on the cluster.
+
+Layout written by ``write_ladder`` under the output directory ``OUT``::
+
+    OUT/ladder.json                 manifest: the rules, the data layout, one entry per run
+    OUT/submit.sh                   every run's sbatch command (run it from the repository root)
+    OUT/<run>/recipe.yaml           the run's full, validated recipe
+    OUT/<run>/ladder_run.json       the run's manifest entry (what tools/scaling/collect.py reads)
+    OUT/<run>/checkpoints/ tensorboard/ logs/    written by the launcher (its OUT=OUT/<run>)
+
+Each sbatch command goes through the existing launchers (``examples/slurm/train_torchrun.sbatch``
+or ``train_srun.sbatch``) with ``RECIPE`` and ``OUT`` in the environment, exactly as their headers
+document, so checkpoints, resume, requeue and the exit-duration logic are theirs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List
+
+from lumos_megatron.config import dump_config
+from lumos_megatron.scaling.flops import gpu_peak_tflops
+from lumos_megatron.scaling.hparam_rule import RULE_CITATION, RULE_NAME
+from lumos_megatron.scaling.ladder import LadderRun, LadderSpec, tokens_per_param
+from lumos_megatron.scaling.model_accounting import DataLayout
+
+LAUNCHERS = {"torchrun": "examples/slurm/train_torchrun.sbatch", "srun": "examples/slurm/train_srun.sbatch"}
+RECIPE_FILE = "recipe.yaml"
+RUN_FILE = "ladder_run.json"
+MANIFEST_FILE = "ladder.json"
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Where the ladder goes and how its runs are launched and costed."""
+
+    out: Path
+    launcher: str = "torchrun"
+    gpu: str = "h100"
+    """GPU whose dense bf16 peak (``scaling.flops``'s table) the GPU-hour estimate uses."""
+    mfu: float = 0.35
+    """Assumed model-FLOPs utilisation of the estimate."""
+    max_job_hours: float = 24.0
+    """Cap of a job's --time (longer runs continue in requeued jobs)."""
+    python: str = "python"
+    """Interpreter of the local training command."""
+
+    def peak_tflops(self) -> float:
+        """The GPU's dense bf16 peak; ValueError for an unknown GPU or launcher."""
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(f"unknown launcher {self.launcher!r}; choose {', '.join(LAUNCHERS)}")
+        if not 0 < self.mfu <= 1:
+            raise ValueError(f"MFU {self.mfu} must lie in (0, 1]")
+        known = gpu_peak_tflops(self.gpu)
+        if known is None:
+            raise ValueError(f"unknown GPU {self.gpu!r} (the peak table knows h100, h200, a100, b200, ...)")
+        return known[1]
+
+
+def gpu_hours(flops: float, peak_tflops: float, mfu: float) -> float:
+    """GPU-hours of ``flops`` model FLOPs at ``mfu`` of a ``peak_tflops`` GPU."""
+    return flops / (peak_tflops * 1e12 * mfu) / 3600.0
+
+
+def run_dir(launch: LaunchSpec, run: LadderRun) -> Path:
+    """The run's output directory (the launcher's OUT)."""
+    return (launch.out / run.name).resolve()
+
+
+def job_time(hours: float, launch: LaunchSpec) -> str:
+    """sbatch --time: twice the estimate plus 30 min, at least 1 h, at most ``max_job_hours``."""
+    minutes = min(launch.max_job_hours * 60, max(60.0, 2 * hours * 60 + 30))
+    minutes = int(math.ceil(minutes))
+    return f"{minutes // 60}:{minutes % 60:02d}:00"
+
+
+def sbatch_command(run: LadderRun, spec: LadderSpec, launch: LaunchSpec) -> str:
+    """The run's submission, from the repository root, through an existing launcher."""
+    out = run_dir(launch, run)
+    wall = gpu_hours(run.flops, launch.peak_tflops(), launch.mfu) / spec.gpus
+    env = [f"RECIPE={shlex.quote(str(out / RECIPE_FILE))}", f"OUT={shlex.quote(str(out))}",
+           f"GPUS_PER_NODE={spec.gpus_per_node}"]
+    opts = [f"--job-name={run.name}", f"--nodes={spec.nodes}", f"--gpus-per-node={spec.gpus_per_node}"]
+    if launch.launcher == "srun":  # one task per GPU
+        opts.append(f"--ntasks-per-node={spec.gpus_per_node}")
+    opts.append(f"--time={job_time(wall, launch)}")
+    return " ".join(env + ["sbatch"] + opts + [LAUNCHERS[launch.launcher]])
+
+
+def local_command(run: LadderRun, launch: LaunchSpec) -> List[str]:
+    """The run as one local process (CPU or one GPU), TensorBoard under the run directory."""
+    out = run_dir(launch, run)
+    return [launch.python, "-m", "lumos_megatron.train", "--config", str(out / RECIPE_FILE),
+            "--tensorboard-dir", str(out / "tensorboard")]
+
+
+def run_entry(run: LadderRun, spec: LadderSpec, launch: LaunchSpec, layout: DataLayout) -> Dict:
+    """The run's manifest entry."""
+    hp = run.hparams
+    return {
+        "name": run.name, "budget": run.budget, "recipe": str(run_dir(launch, run) / RECIPE_FILE),
+        "run_dir": str(run_dir(launch, run)), "shape": asdict(run.shape),
+        "params": run.shape.total_params, "non_embedding_params": run.shape.non_embedding_params,
+        "size_by": spec.size_by, "tokens": run.tokens,
+        "tokens_per_param": tokens_per_param(run, spec.size_by),
+        "flops": run.flops, "flops_6nd": run.flops_6nd(spec.size_by),
+        "flops_per_token": asdict(run.per_token),
+        "train_iters": hp.train_iters, "global_batch_size": hp.global_batch_size,
+        "micro_batch_size": hp.micro_batch_size, "lr": hp.lr, "min_lr": hp.min_lr,
+        "warmup_iters": hp.warmup_iters, "eval_interval": run.eval_interval,
+        "gpu_hours": gpu_hours(run.flops, launch.peak_tflops(), launch.mfu),
+        "layout": asdict(layout), "sbatch": sbatch_command(run, spec, launch),
+        "local_command": local_command(run, launch),
+    }
+
+
+def manifest(runs: List[LadderRun], spec: LadderSpec, launch: LaunchSpec, layout: DataLayout) -> Dict:
+    """The whole ``ladder.json``."""
+    return {
+        "base": str(spec.base), "overrides": [f"{k}={v}" for k, v in spec.overrides],
+        "size_by": spec.size_by, "shape_rule": asdict(spec.shape_rule),
+        "hparam_rule": {"name": RULE_NAME, "citation": RULE_CITATION, **asdict(spec.hparam_rule)},
+        "layout": asdict(layout), "nodes": spec.nodes, "gpus_per_node": spec.gpus_per_node,
+        "launcher": launch.launcher, "gpu": launch.gpu, "mfu": launch.mfu,
+        "runs": [run_entry(r, spec, launch, layout) for r in runs],
+    }
+
+
+def _si(x: float) -> str:
+    for scale, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def markdown_table(runs: List[LadderRun], spec: LadderSpec, launch: LaunchSpec) -> str:
+    """The ladder as a markdown table, with estimated GPU-hours at the assumed MFU."""
+    peak = launch.peak_tflops()
+    n_name = "N non-emb" if spec.size_by == "non_embedding" else "N total"
+    lines = [f"| run | {n_name} | N total | D | D/N | C (model) | C (6ND) | iters | batch | LR | "
+             f"{launch.gpu.upper()} GPU-h |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    total = 0.0
+    for r in runs:
+        hours = gpu_hours(r.flops, peak, launch.mfu)
+        total += hours
+        lines.append(f"| {r.name} | {_si(r.shape.params(spec.size_by))} | {_si(r.shape.total_params)} | "
+                     f"{_si(r.tokens)} | {tokens_per_param(r, spec.size_by):.3g} | {r.flops:.3g} | "
+                     f"{r.flops_6nd(spec.size_by):.3g} | {r.hparams.train_iters} | "
+                     f"{r.hparams.global_batch_size} | {r.hparams.lr:.3g} | {hours:.3g} |")
+    lines.append(f"\n{len(runs)} runs, {total:.3g} GPU-hours on {launch.gpu.upper()} at {launch.mfu:.0%} MFU "
+                 f"({peak:g} TFLOP/s dense bf16 peak).")
+    return "\n".join(lines)
+
+
+def _recipe_text(run: LadderRun, spec: LadderSpec) -> str:
+    s, hp = run.shape, run.hparams
+    header = [
+        f"# Scaling-ladder run {run.name} ({run.budget}), derived from {spec.base} "
+        "by tools/scaling/make_ladder.py.",
+        f"# Shape: width {s.width}, depth {s.depth}, {s.heads} heads of {s.head_dim}, {s.groups} KV groups, "
+        f"ffn {s.ffn}: {s.total_params} parameters ({s.non_embedding_params} non-embedding).",
+        f"# Batch {hp.global_batch_size} x {run.cfg.data.seq_length} tokens, LR {hp.lr:.4g} -> {hp.min_lr:.4g} "
+        f"(cosine), warmup {hp.warmup_iters}: {RULE_NAME}.",
+    ]
+    return "\n".join(header) + "\n" + dump_config(run.cfg)
+
+
+def write_ladder(runs: List[LadderRun], spec: LadderSpec, launch: LaunchSpec, layout: DataLayout) -> Path:
+    """Write recipes, per-run entries, the manifest and submit.sh; returns the manifest path."""
+    data = manifest(runs, spec, launch, layout)
+    launch.out.mkdir(parents=True, exist_ok=True)
+    for run, entry in zip(runs, data["runs"]):
+        directory = run_dir(launch, run)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / RECIPE_FILE).write_text(_recipe_text(run, spec))
+        (directory / RUN_FILE).write_text(json.dumps(entry, indent=2) + "\n")
+    path = launch.out / MANIFEST_FILE
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    submit = launch.out / "submit.sh"
+    submit.write_text("#!/bin/bash\n# Submit every ladder run; run from the repository root.\nset -euo pipefail\n"
+                      "mkdir -p logs\n" + "\n".join(e["sbatch"] for e in data["runs"]) + "\n")
+    submit.chmod(0o755)
+    return path

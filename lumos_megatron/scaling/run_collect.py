@@ -1,0 +1,190 @@
+"""One finished (or stopped) training run → the rows a scaling-law fit reads.
+
+A run directory is what a ladder run writes (``scaling.ladder_output``; also the launchers'
+``OUT``): TensorBoard event files under ``RUN/tensorboard/`` (else anywhere under ``RUN``) and
+its configuration, read from the first of
+
+1. ``RUN/checkpoints/iter_*/run_config.yaml`` of the latest checkpoint (the trainer's resolved
+   configuration, command-line overrides included), else of the newest ``iter_*`` directory;
+2. ``RUN/run_config.yaml``;
+3. ``RUN/recipe.yaml`` (what ``make_ladder`` writes; the launchers add only --save/--load/
+   --tensorboard-dir/--exit-duration-in-mins, which change neither model nor data).
+
+``RUN/ladder_run.json`` (``make_ladder``), when present, gives the sample layout of the FLOPs
+count; otherwise the configuration's mock layout (mock data) or the caller's layout.
+
+Loss: ``lm loss validation`` (loss_source ``validation``): ``loss_final`` is the last evaluation,
+``loss_smoothed`` the mean of the last ``smooth_last`` evaluations. Without any evaluation the
+training ``lm loss`` is the fallback (loss_source ``train``): the last iteration's value, and the
+mean over the last ``max(smooth_last, 5%)`` iterations. Tokens are the per-step ``tokens``
+scalar summed (else consumed samples x ``data.seq_length``); supervised tokens the summed
+``loss-tokens`` (empty when the run predates that scalar). When a resumed run repeats steps, the
+last value written for a step wins.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from lumos_megatron.config import ConfigError, LumosConfig, load_recipe
+from lumos_megatron.scaling.model_accounting import DataLayout, flops_per_token, parameter_counts
+
+VALIDATION_TAG = "lm loss validation"
+TRAIN_TAG = "lm loss"
+SAMPLES_TAG = "lm loss vs samples"
+TOKENS_TAG = "tokens"
+LOSS_TOKENS_TAG = "loss-tokens"
+COLUMNS = ("name", "params", "non_embedding_params", "total_params", "tokens", "loss", "loss_source",
+           "flops", "loss_final", "loss_smoothed", "supervised_tokens", "iteration", "evaluations",
+           "run", "run_dir")
+
+Series = Dict[int, float]
+
+
+class RunCollectError(ValueError):
+    """A run directory that gives no row; the message says why."""
+
+
+def read_tensorboard(run_dir: Path) -> Dict[str, Series]:
+    """``{tag: {step: value}}`` of every scalar under the run's TensorBoard directory."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root = run_dir / "tensorboard" if (run_dir / "tensorboard").is_dir() else run_dir
+    dirs = sorted({p.parent for p in root.rglob("events.out.tfevents.*")})
+    if not dirs:
+        raise RunCollectError(f"no TensorBoard event files under {root}")
+    latest: Dict[str, Dict[int, Tuple[float, float]]] = {}
+    for directory in dirs:
+        acc = EventAccumulator(str(directory), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            series = latest.setdefault(tag, {})
+            for e in acc.Scalars(tag):
+                if e.step not in series or e.wall_time >= series[e.step][0]:
+                    series[e.step] = (e.wall_time, e.value)
+    return {tag: {step: v for step, (_, v) in sorted(s.items())} for tag, s in latest.items()}
+
+
+def read_run_config(run_dir: Path) -> Tuple[LumosConfig, Path]:
+    """(configuration, the file it came from), in the order of the module docstring."""
+    from lumos_megatron.checkpoint import directory as ckpt_dir
+
+    candidates: List[Path] = []
+    root = run_dir / "checkpoints"
+    if root.is_dir():
+        latest = ckpt_dir.resolve_load(root)
+        if latest is not None:
+            candidates.append(latest / ckpt_dir.RUN_CONFIG_FILE)
+        candidates += [ckpt_dir.checkpoint_dir(root, i) / ckpt_dir.RUN_CONFIG_FILE
+                       for i in sorted(ckpt_dir.list_checkpoints(root), reverse=True)]
+    candidates += [run_dir / "run_config.yaml", run_dir / "recipe.yaml"]
+    for path in candidates:
+        if path.is_file():
+            try:
+                return load_recipe(path), path
+            except ConfigError as err:
+                raise RunCollectError(f"{path}: {err}") from None
+    raise RunCollectError(f"no run configuration (checkpoints/iter_*/run_config.yaml, run_config.yaml "
+                          f"or recipe.yaml) in {run_dir}")
+
+
+def run_layout(run_dir: Path, cfg: LumosConfig, layout: Optional[DataLayout]) -> Optional[DataLayout]:
+    """The sample layout of the FLOPs count: ``ladder_run.json``'s, the caller's, or the mock one."""
+    entry = run_dir / "ladder_run.json"
+    if entry.is_file():
+        data = json.loads(entry.read_text())["layout"]
+        return DataLayout(data["text_tokens"], data["frames"], tuple(data["grid"]), data.get("seq_length"))
+    if layout is not None:
+        return layout
+    return DataLayout.from_mock(cfg) if cfg.data.mock else None
+
+
+def _cumulative(series: Series) -> Series:
+    out, total = {}, 0.0
+    for step, value in sorted(series.items()):
+        total += value
+        out[step] = total
+    return out
+
+
+def _through(cumulative: Series, step: int) -> Optional[float]:
+    """The cumulative value at the last step <= ``step``."""
+    below = [s for s in cumulative if s <= step]
+    return cumulative[max(below)] if below else None
+
+
+def _tokens_through(scalars: Dict[str, Series], cfg: LumosConfig) -> Tuple[Series, Series]:
+    """(tokens, supervised tokens) processed through each iteration."""
+    if scalars.get(TOKENS_TAG):
+        tokens = _cumulative(scalars[TOKENS_TAG])
+    else:  # before the per-step tokens scalar: consumed samples (paired in order) x seq_length
+        steps, samples = sorted(scalars[TRAIN_TAG]), sorted(scalars.get(SAMPLES_TAG, {}))
+        if len(samples) == len(steps):
+            tokens = {i: float(n * cfg.data.seq_length) for i, n in zip(steps, samples)}
+        else:
+            tokens = {i: float(i * cfg.train.global_batch_size * cfg.data.seq_length) for i in steps}
+    return tokens, _cumulative(scalars.get(LOSS_TOKENS_TAG, {}))
+
+
+@dataclass(frozen=True)
+class LossPoint:
+    """One measured loss of a run."""
+
+    iteration: int
+    final: float
+    smoothed: float
+    source: str
+    evaluations: int
+
+
+def loss_points(scalars: Dict[str, Series], smooth_last: int = 3) -> List[LossPoint]:
+    """Every evaluation point (validation), or one training-loss point when there is none."""
+    val = [(s, v) for s, v in scalars.get(VALIDATION_TAG, {}).items() if math.isfinite(v)]
+    if val:
+        return [LossPoint(step, value, sum(v for _, v in val[max(0, k + 1 - smooth_last): k + 1])
+                          / len(val[max(0, k + 1 - smooth_last): k + 1]), "validation", k + 1)
+                for k, (step, value) in enumerate(val)]
+    train = [(s, v) for s, v in scalars.get(TRAIN_TAG, {}).items() if math.isfinite(v)]
+    if not train:
+        raise RunCollectError(f"no finite {VALIDATION_TAG!r} or {TRAIN_TAG!r} scalar")
+    last = train[-max(smooth_last, math.ceil(0.05 * len(train))):]
+    return [LossPoint(train[-1][0], train[-1][1], sum(v for _, v in last) / len(last), "train", 0)]
+
+
+def collect_run(run_dir: Path, smooth_last: int = 3, per_eval: bool = False, loss: str = "final",
+                layout: Optional[DataLayout] = None) -> List[Dict]:
+    """Rows (dicts keyed by ``COLUMNS``) of one run: the last loss point, or every evaluation point
+    with ``per_eval``. ``loss`` picks ``loss_final`` or ``loss_smoothed`` as ``loss``; ``params``
+    is the total parameter count (``non_embedding_params`` has its own column). RunCollectError
+    if the run is unusable."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunCollectError(f"{run_dir}: no such run directory")
+    cfg, _ = read_run_config(run_dir)
+    scalars = read_tensorboard(run_dir)
+    if TRAIN_TAG not in scalars:
+        raise RunCollectError(f"no {TRAIN_TAG!r} scalar in {run_dir} (did training start?)")
+    counts = parameter_counts(cfg.model)
+    data_layout = run_layout(run_dir, cfg, layout)
+    per_token = flops_per_token(cfg, data_layout).total if data_layout is not None else None
+    tokens, supervised = _tokens_through(scalars, cfg)
+    points = loss_points(scalars, smooth_last)
+    rows = []
+    for point in points if per_eval else points[-1:]:
+        processed = _through(tokens, point.iteration) or 0.0
+        sup = _through(supervised, point.iteration)
+        rows.append({
+            "name": f"{run_dir.name}@{point.iteration}" if per_eval else run_dir.name,
+            "params": counts.total,
+            "non_embedding_params": counts.non_embedding, "total_params": counts.total,
+            "tokens": int(processed), "loss": point.final if loss == "final" else point.smoothed,
+            "loss_source": point.source, "flops": "" if per_token is None else per_token * processed,
+            "loss_final": point.final, "loss_smoothed": point.smoothed,
+            "supervised_tokens": "" if sup is None else int(sup), "iteration": point.iteration,
+            "evaluations": point.evaluations, "run": run_dir.name, "run_dir": str(run_dir),
+        })
+    return rows

@@ -1,0 +1,45 @@
+"""The CPU mini scaling ladder end to end (examples/scaling/run_mini_ladder.py --smallest):
+make_ladder → 6 local training runs with periodic evaluation → collect → fit → report. Checks
+the path (rows, columns, files), not the fitted numbers: mock codes carry no scaling law."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_mini_ladder_smallest_end_to_end(tmp_path):
+    out = tmp_path / "mini"
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "examples/scaling/run_mini_ladder.py", "--smallest",
+                           "--out", str(out), "--bootstrap", "20"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=420)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "mini ladder done" in proc.stdout
+
+    ladder = json.loads((out / "ladder.json").read_text())
+    names = [r["name"] for r in ladder["runs"]]
+    assert len(names) == 6 and len({r["shape"]["width"] for r in ladder["runs"]}) == 3
+
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert sorted(r["name"] for r in rows) == sorted(names)
+    for row, run in zip(sorted(rows, key=lambda r: r["name"]), sorted(ladder["runs"], key=lambda r: r["name"])):
+        assert row["loss_source"] == "validation"
+        assert int(row["tokens"]) == run["tokens"] and int(row["iteration"]) == run["train_iters"]
+        assert int(row["non_embedding_params"]) == run["non_embedding_params"]
+        assert int(row["params"]) == run["params"]
+        assert float(row["flops"]) == run["flops"] or abs(float(row["flops"]) / run["flops"] - 1) < 1e-9
+        assert 0 < float(row["loss"]) < 20 and int(row["supervised_tokens"]) > 0
+        assert int(row["evaluations"]) == 2
+
+    fit = json.loads((out / "fit" / "fit.json").read_text())
+    for key in ("E", "A", "B", "alpha", "beta", "ci", "settings", "plots"):
+        assert key in fit, key
+    assert fit["settings"]["num_points"] == 6
+    assert fit["settings"]["params_column"] == "non_embedding_params"
+    assert (out / "fit" / "report.md").stat().st_size > 0
+    for plot in fit["plots"].values():
+        assert (out / "fit" / plot).stat().st_size > 0, plot
