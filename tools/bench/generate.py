@@ -27,17 +27,17 @@ length P (BOS … 8710), video prefix 3, block length B, F frames, T steps, per 
   cache:     (P + 3) + 3 + 2·(F − 1)·B + 2·F·T·B   (each row's context once, each finished frame
              once more, one block per step per row);
   recompute: T · Σ_{k<F} [(P + 3 + (k + 1)·B) + (3 + (k + 1)·B)] = T · (F·(P + 6) + F·(F + 1)·B).
-``token-fwd/s`` divides them by the wall time (sampling included). ``sampling share`` is the part of
-that time spent in the per-sample CFG + softmax + multinomial + re-masking update (``generation.
-_decode``, timed by wrapping it); the rest is the forward. ``speed-up`` is the baseline's seconds per
-video over the row's; ``same tokens`` compares with the baseline's tokens. ``peak RSS`` is the
-process RSS sampled every 10 ms during the run. ``--repeats`` runs the prompt-0 trio (cache,
-recompute, sequential CFG) that many times, interleaved, and reports medians. The sampler works on full-vocabulary fp32 logits
-(as the official one): a step holds about 3 · rows · H·W · V · 4 bytes of them (measured: the LM-head
-output, its transposed copy, the concatenated row groups), rows = 2 · batch, so a batch whose
-estimate exceeds ``--max-logits-gb`` is skipped (batch 8 at 32x56 would need ~22 GiB). The defaults
-(2 frames x 4 steps, 4,096 visual codes) keep the run near 10-15 min on 2 cores: one sampling update
-of a 32x56 frame (1,792 x V multinomial) takes 4-7 s there, and it does not batch.
+``token-fwd/s`` divides them by the wall time (sampling included); ``sampling share`` is the part
+of it spent in the per-sample CFG + softmax + multinomial + re-masking update (``generation._decode``,
+timed by wrapping it), the rest is the forward; ``speed-up`` is the baseline's seconds per video over
+the row's; ``same tokens`` compares with the baseline's tokens; ``peak RSS`` is sampled every 10 ms.
+``--repeats R`` runs every run once per round, R rounds, and reports medians (the host's slow spells
+then hit all of them). The sampler works on full-vocabulary fp32 logits (as the official one): a step
+holds about 3 · rows · H·W · V · 4 bytes of them (measured: LM-head output, its transposed copy, the
+concatenated row groups; rows = 2 · batch); a batch whose estimate exceeds ``--max-logits-gb`` is
+skipped (batch 8 at 32x56 would need ~22 GiB). The defaults (2 frames x 4 steps, 4,096 visual codes)
+keep the run near 10-15 min on 2 cores: one sampling update of a 32x56 frame (a 1,792 x V
+multinomial) takes 4-7 s there, and it does not batch.
 """
 
 from __future__ import annotations
@@ -148,10 +148,9 @@ def timed_sampling():
 
     def timed(*a, **k):
         start = time.perf_counter()
-        try:
-            return original(*a, **k)
-        finally:
-            spent[0] += time.perf_counter() - start
+        out = original(*a, **k)
+        spent[0] += time.perf_counter() - start
+        return out
 
     generation._decode = timed
     try:
@@ -195,10 +194,8 @@ def median(runs):
 
 def differences(a, b):
     """'' when equal, else where the token lists first differ and how many tokens differ."""
-    if a == b:
-        return ""
-    if len(a) != len(b):
-        return f"lengths {len(a)} vs {len(b)}"
+    if a == b or len(a) != len(b):
+        return "" if a == b else f"lengths {len(a)} vs {len(b)}"
     diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
     return f"{len(diff)} of {len(a)} tokens differ, first at index {diff[0]}"
 
@@ -227,8 +224,7 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8], help="batch sizes (1 is always run)")
     parser.add_argument("--max-logits-gb", type=float, default=14.0,
                         help="skip a run whose forward would hold more fp32 logits than this (estimate)")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="runs of the prompt-0 cache/recompute/sequential trio (median reported)")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of every run (medians reported)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", help="parent of the temp dir holding the checkpoints")
     args = parser.parse_args(argv)
@@ -264,39 +260,38 @@ def main(argv=None):
             checks.append((name, differences(a, b)))
             return "yes" if not checks[-1][1] else "NO"
 
-        one = {}  # prompt index -> (tokens, seconds, sampling, peak), batch of 1, KV cache, batched CFG
-        for i in range(4):
-            one[i] = generate(model, [prompts[i]], [seeds[i]], args)
-            print(f"# batch 1, prompt {i}: {one[i][1]:.1f} s", flush=True)
         per_video = lambda ps, kv: token_forwards(ps, block, args.frames, args.steps, kv) / len(ps)  # noqa: E731
-        variants = {"cache": {}, "recompute": {"kv_cache": False}, "sequential": {"batch_cfg": False}}
-        runs = {"cache": [one[0]], "recompute": [], "sequential": []}
-        for r in range(args.repeats):  # interleaved, so that a slow spell of the host hits all three
-            for name, kw in variants.items():
-                if len(runs[name]) <= r:
-                    runs[name].append(generate(model, [prompts[0]], [seeds[0]], args, **kw))
-                    print(f"# prompt 0, {name}: {runs[name][-1][1]:.1f} s", flush=True)
-                    check(f"{name} repeat {r} = repeat 0", runs[name][-1][0], runs[name][0][0])
-        cache, recompute, sequential = (median(runs[name]) for name in variants)
-        same = check("KV cache = recompute (prompt 0)", cache[0][0], recompute[0][0])
-        record("kv-cache", "recompute", 1, per_video(prompts[:1], False), recompute)
-        record("kv-cache", "KV cache", 1, per_video(prompts[:1], True), cache, recompute[1], same)
-        same = check("batched CFG = sequential CFG (prompt 0)", cache[0][0], sequential[0][0])
-        record("cfg", "sequential", 1, per_video(prompts[:1], True), sequential)
-        record("cfg", "batched", 1, per_video(prompts[:1], True), cache, sequential[1], same)
-        merged = ([one[i][0][0] for i in range(4)], sum(one[i][1] for i in range(4)),
-                  sum(one[i][2] for i in range(4)), max(one[i][3] for i in range(4)))
-        record("batch", "batch 1 (prompts 0-3)", 4, per_video(prompts[:4], True), merged)
-        for b in batches:
-            if b == 1:
-                continue
+        plan = [(f"batch 1, prompt {i}", [i], {}) for i in range(4)]
+        plan += [("recompute", [0], {"kv_cache": False}), ("sequential CFG", [0], {"batch_cfg": False})]
+        skipped = {}
+        for b in batches[1:]:
             estimate = 3 * (2 * b) * codes * args.vocab * 4 / GB
             if estimate > args.max_logits_gb:
-                results.append(("batch", f"batch {b}: skipped, ~{estimate:.0f} GiB of logits > "
-                                f"--max-logits-gb {args.max_logits_gb:g}",) + (None,) * 7)
+                skipped[b] = f"batch {b}: skipped, ~{estimate:.0f} GiB of logits > --max-logits-gb " \
+                             f"{args.max_logits_gb:g}"
+            else:
+                plan.append((f"batch {b}", list(range(b)), {}))
+        runs = {name: [] for name, _, _ in plan}
+        for r in range(args.repeats):  # every run once per round, so that a slow spell of the host is shared
+            for name, index, kw in plan:
+                runs[name].append(generate(model, [prompts[i] for i in index], [seeds[i] for i in index], args, **kw))
+                print(f"# round {r}, {name}: {runs[name][-1][1]:.1f} s", flush=True)
+                check(f"{name} repeat {r} = repeat 0", runs[name][-1][0], runs[name][0][0])
+        m = {name: median(rs) for name, rs in runs.items()}
+        cache, one = m["batch 1, prompt 0"], [m[f"batch 1, prompt {i}"] for i in range(4)]
+        same = check("KV cache = recompute (prompt 0)", cache[0][0], m["recompute"][0][0])
+        record("kv-cache", "recompute", 1, per_video(prompts[:1], False), m["recompute"])
+        record("kv-cache", "KV cache", 1, per_video(prompts[:1], True), cache, m["recompute"][1], same)
+        same = check("batched CFG = sequential CFG (prompt 0)", cache[0][0], m["sequential CFG"][0][0])
+        record("cfg", "sequential", 1, per_video(prompts[:1], True), m["sequential CFG"])
+        record("cfg", "batched", 1, per_video(prompts[:1], True), cache, m["sequential CFG"][1], same)
+        merged = ([o[0][0] for o in one], sum(o[1] for o in one), sum(o[2] for o in one), max(o[3] for o in one))
+        record("batch", "batch 1 (prompts 0-3)", 4, per_video(prompts[:4], True), merged)
+        for b in batches[1:]:
+            if b in skipped:
+                results.append(("batch", skipped[b]) + (None,) * 7)
                 continue
-            out = generate(model, prompts[:b], seeds[:b], args)
-            print(f"# batch {b}: {out[1]:.1f} s", flush=True)
+            out = m[f"batch {b}"]
             equal = [check(f"batch {b} prompt {i} = batch 1", out[0][i], one[i][0][0]) for i in range(min(b, 4))]
             record("batch", f"batch {b}", b, per_video(prompts[:b], True), out, merged[1] / 4 * b,
                    f"{equal.count('yes')}/{len(equal)}")

@@ -95,14 +95,14 @@ if [ "$DRY_RUN" = 1 ]; then
   step "attention benchmark" 120 python3 tools/bench/attention.py --device cpu --quick
   step "loss benchmark" 120 python3 tools/bench/loss.py --device cpu --quick
   step "decode benchmark" 120 python3 tools/bench/decode.py --device cpu --quick
-  step "generation benchmark" 240 python3 tools/bench/generate.py --small
+  step "generation benchmark" 240 python3 tools/bench/generate.py --small --batches 1 --repeats 1 --steps 2 --frames 1
   step "training throughput" 180 python3 -m lumos_megatron.train --config examples/recipes/tiny_cpu.yaml \
     --train-iters 2 --log-interval 1
 else
   step "attention benchmark" 150 python3 tools/bench/attention.py --device cuda
   step "loss benchmark" 120 python3 tools/bench/loss.py --device cuda --tokens 4096 28672
   step "decode benchmark" 90 python3 tools/bench/decode.py --device cuda
-  step "generation benchmark" 120 python3 tools/bench/generate.py --device cuda
+  step "generation benchmark" 120 python3 tools/bench/generate.py  # the model goes to the GPU by itself
   # 1B-shaped model on one GPU: 7 latent frames of 48x84 codes (the 384p, 28.9k-token layout),
   # bf16, full recompute; tokens/s, TFLOP/s and MFU come from the trainer's log lines.
   step "training throughput (1B, 28.9k-token samples, bf16)" 150 python3 -m lumos_megatron.train \
