@@ -117,6 +117,8 @@ def test_synthetic_ladder_recovers_the_parameters_and_the_intervals_cover_them()
     objective = Approach3Objective(np.log(n), np.log(d), np.log(loss))
     fit = fit_approach3(objective)
     got = fit.params()
+    # Tolerances: about 3x the largest error over noise seeds 0-5 (E 0.007, alpha 0.007, beta 0.002,
+    # A 11 %, B 3 %); the 95 % intervals covered the truth for every one of those seeds.
     assert abs(got["E"] - TRUTH["E"]) < 0.03
     assert abs(got["alpha"] - TRUTH["alpha"]) < 0.02
     assert abs(got["beta"] - TRUTH["beta"]) < 0.01

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 # One BLAS thread for both methods (before numpy loads): the products are tiny, and with OpenBLAS's
-# default two threads on this 2-core machine scipy's L-BFGS-B alone ran 10-40x slower.
+# default two threads on this 2-core machine scipy's L-BFGS-B alone ran 10-50x slower.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
