@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -59,6 +60,12 @@ def _run(cmd, log=None, env=None) -> None:
         sys.exit(f"run_mini_ladder: {' '.join(map(str, cmd[:4]))} ... failed ({proc.returncode})\n{tail}")
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
@@ -73,9 +80,10 @@ def main(argv=None) -> int:
         print(f"[{k}/{len(runs)}] {run['name']}: N={run['non_embedding_params']} non-embedding, "
               f"D={run['tokens']} tokens, {run['train_iters']} iterations of {run['global_batch_size']} "
               f"samples ...", end=" ", flush=True)
+        cpu0 = _children_cpu_s()
         cmd = [py if c == "python" else c for c in run["local_command"]]
         _run(cmd, log=Path(run["run_dir"]) / "train.log", env=env)
-        print(f"{time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"{time.perf_counter() - t0:.0f} s ({_children_cpu_s() - cpu0:.0f} s CPU)", flush=True)
     csv_path = out / "runs.csv"
     _run([py, "tools/scaling/collect.py", *[r["run_dir"] for r in runs], "--out", csv_path])
     # The ladder is sized by non-embedding parameters: fit those (the embedding is most of a tiny model).
@@ -83,7 +91,8 @@ def main(argv=None) -> int:
     if args.bootstrap is not None:
         fit_args += ["--bootstrap", str(args.bootstrap)]
     _run([py, "tools/scaling/fit.py", "--runs", csv_path, "--out", out / "fit", *fit_args])
-    print(f"mini ladder done in {time.perf_counter() - start:.0f} s: {len(runs)} runs, {csv_path}, "
+    print(f"mini ladder done in {time.perf_counter() - start:.0f} s ({_children_cpu_s():.0f} s CPU): "
+          f"{len(runs)} runs, {csv_path}, "
           f"{out / 'fit' / 'fit.json'}, {out / 'fit' / 'report.md'}")
     return 0
 

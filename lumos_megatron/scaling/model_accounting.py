@@ -153,7 +153,7 @@ def padded_length(cfg: LumosConfig, layout: DataLayout) -> int:
 def expected_loss_rows(cfg: LumosConfig, layout: DataLayout) -> float:
     """Expected AR-DF loss rows of one sample: masked visual codes, ``E[r]`` of each frame's
     ``H_l x W_l`` codes (masked new-lines carry no loss). Without AR-DF: 0 (not used)."""
-    if not cfg.ardf.enabled:
+    if not build_objective(cfg).fused_visual_loss:  # the objective decides AR-DF or not
         return 0.0
     frames = min(layout.frames, cfg.ardf.max_latent_frames)
     return expected_mask_ratio(cfg.ardf.min_mask_ratio) * frames * layout.grid[0] * layout.grid[1]

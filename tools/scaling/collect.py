@@ -23,9 +23,16 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _OneLineParser(prog="collect.py", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
     p.add_argument("--out", required=True, help="CSV to write")
     p.add_argument("--per-eval", action="store_true", help="one row per evaluation point")
@@ -44,11 +51,11 @@ def main(argv=None) -> int:
     from lumos_megatron.scaling.run_collect import COLUMNS, RunCollectError, collect_run
 
     if args.smooth_last < 1:
-        print("collect: error: --smooth-last must be >= 1", file=sys.stderr)
+        print("collect.py: error: --smooth-last must be >= 1", file=sys.stderr)
         return 2
     given = (args.text_tokens, args.frames, args.grid)
     if any(v is not None for v in given) and any(v is None for v in given):
-        print("collect: error: give all of --text-tokens, --frames and --grid, or none", file=sys.stderr)
+        print("collect.py: error: give all of --text-tokens, --frames and --grid, or none", file=sys.stderr)
         return 2
     layout = DataLayout(args.text_tokens, args.frames, tuple(args.grid)) if args.grid else None
     rows = []
@@ -56,13 +63,13 @@ def main(argv=None) -> int:
         try:
             got = collect_run(Path(run), args.smooth_last, args.per_eval, args.loss, layout)
         except (RunCollectError, ValueError, OSError) as err:
-            print(f"collect: skipping {run}: {err}", file=sys.stderr)
+            print(f"collect.py: skipping {run}: {err}", file=sys.stderr)
             continue
         rows += got
         print(f"[{i}/{len(args.runs)}] {run}: {len(got)} row(s), loss {got[-1]['loss']:.4f} "
               f"({got[-1]['loss_source']})", file=sys.stderr)
     if not rows:
-        print("collect: error: no usable run", file=sys.stderr)
+        print("collect.py: error: no usable run", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,9 +24,16 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _OneLineParser(prog="make_ladder.py", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", required=True, help="base recipe (data, vocabulary, objective, optimizer)")
     p.add_argument("--out", required=True, help="ladder directory")
     p.add_argument("--n-min", type=float, required=True, help="smallest model size (parameters)")
@@ -119,7 +126,7 @@ def main(argv=None) -> int:
         launch.peak_tflops()  # unknown GPU / bad MFU: before any work
         runs = plan_ladder(spec)
     except (ValueError, ConfigError) as err:
-        print(f"make_ladder: error: {err}", file=sys.stderr)
+        print(f"make_ladder.py: error: {err}", file=sys.stderr)
         return 2
     print(markdown_table(runs, spec, launch))
     if args.dry_run:
