@@ -62,6 +62,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ConfigError, LayoutError, ValueError, CheckpointError) as err:
         if rank == 0:
             print(f"lumos_megatron.train: error: {err}", file=sys.stderr)
+        else:
+            # Every rank finds the same error; torchrun kills the others as soon as one exits, so
+            # the other ranks give rank 0 time to print the one line (a race under load).
+            time.sleep(5)
         return 2
     _quiet_megatron_deprecations()
     from lumos_megatron.platform.distributed import shutdown_distributed
