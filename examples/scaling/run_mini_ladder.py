@@ -7,8 +7,8 @@ samples, 72 tokens each), lays them out with tools/scaling/make_ladder.py (the s
 cluster ladder; sizes are non-embedding parameters), trains each run in sequence with
 ``python -m lumos_megatron.train`` instead of sbatch (evaluating several times per run so that
 ``lm loss validation`` exists), collects the runs with tools/scaling/collect.py and fits them with
-tools/scaling/fit.py. Default: 3 sizes x 3 budgets (about 10 min on 2 cores); --smallest: 3 sizes
-x 2 budgets of very few iterations (about 1.5 min), what the end-to-end test runs.
+tools/scaling/fit.py. Default: 3 sizes x 3 budgets (about 6.5 min on 2 idle cores); --smallest:
+3 sizes x 2 budgets of very few iterations (about 75 s), what the end-to-end test runs.
 
 Outputs under --out: ladder.json, <run>/{recipe.yaml,train.log,tensorboard/}, runs.csv and
 fit/ (fit.json, report.md, plots). Mock codes are i.i.d., so every model soon reaches the same

@@ -37,6 +37,13 @@ def allocation_exponents(alpha: float, beta: float) -> Dict[str, float]:
     return {"a": beta / (alpha + beta), "b": alpha / (alpha + beta)}
 
 
+def has_optimal_allocation(params: Dict[str, float]) -> bool:
+    """Whether ``L(N, C/(kN))`` has an interior minimum: both exponents positive. Otherwise more of
+    one factor never hurts and there is no compute-optimal split (e.g. runs that all sit on the same
+    loss floor, as a ladder on random tokens does)."""
+    return params["alpha"] > 0 and params["beta"] > 0
+
+
 def optimal_allocation(params: Dict[str, float], compute, flops_per_param_token: float = DEFAULT_FLOPS_PER_PARAM_TOKEN):
     """``(N*, D*)`` at training compute ``compute`` (scalar or array) for fitted ``params``
     (``E``, ``A``, ``B``, ``alpha``, ``beta``)."""
@@ -69,6 +76,10 @@ def allocation_summary(params: Dict[str, float], budgets: Iterable[float],
     """The ``allocation`` section of ``fit.json``: formula, exponents, ``G``, the FLOPs factor and
     ``N*``, ``D*``, tokens per parameter and predicted loss at each budget."""
     alpha, beta = params["alpha"], params["beta"]
+    if not has_optimal_allocation(params):
+        return {"skipped": f"no compute-optimal allocation: the fitted exponents are alpha={alpha:.4g}, "
+                           f"beta={beta:.4g}; both must be positive",
+                "flops_per_param_token": float(flops_per_param_token), "budgets": []}
     g = (alpha * params["A"] / (beta * params["B"])) ** (1.0 / (alpha + beta))
     rows = []
     for c in budgets:

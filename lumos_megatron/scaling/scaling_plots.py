@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib import cm, colors
 from matplotlib.figure import Figure
 
-from lumos_megatron.scaling.compute_optimal import optimal_allocation, predicted_loss
+from lumos_megatron.scaling.compute_optimal import has_optimal_allocation, optimal_allocation, predicted_loss
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -54,8 +54,9 @@ def plot_loss_vs_params(path: Path, params: np.ndarray, loss: np.ndarray, comput
     n_grid = np.geomspace(params.min() / 1.5, params.max() * 1.5, 200)
     for c in budgets:
         ax.plot(n_grid, predicted_loss(fit, n_grid, c / (k * n_grid)), color=cmap(norm(np.log10(c))), lw=1.3)
-        n_opt, d_opt = optimal_allocation(fit, c, k)
-        ax.plot([n_opt], [predicted_loss(fit, n_opt, d_opt)], marker="*", color="black", ms=7)
+        if has_optimal_allocation(fit):
+            n_opt, d_opt = optimal_allocation(fit, c, k)
+            ax.plot([n_opt], [predicted_loss(fit, n_opt, d_opt)], marker="*", color="black", ms=7)
     ax.set_xscale("log")
     ax.set_xlabel("parameters N")
     ax.set_ylabel("loss")
@@ -87,7 +88,8 @@ def plot_isoflop(path: Path, params: np.ndarray, loss: np.ndarray, compute: np.n
     left.set_ylabel("loss")
     left.set_title("IsoFLOP profiles (dotted: not used)")
     c_all = np.geomspace(compute.min(), compute.max() * 10, 50)
-    right.plot(c_all, optimal_allocation(fit, c_all, k)[0], color="tab:red", label="Approach 3 N*(C)")
+    if has_optimal_allocation(fit):
+        right.plot(c_all, optimal_allocation(fit, c_all, k)[0], color="tab:red", label="Approach 3 N*(C)")
     if not approach2.get("skipped", True):
         used = [b for b in approach2["budgets"] if b["used"]]
         law = approach2["params_opt"]

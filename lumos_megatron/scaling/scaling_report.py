@@ -27,6 +27,8 @@ def _fit_table(result: Dict) -> List[str]:
 
 
 def _allocation_lines(allocation: Dict) -> List[str]:
+    if allocation.get("skipped"):
+        return [allocation["skipped"] + "."]
     lines = [(f"With C = k N D, k = {allocation['flops_per_param_token']:.4g} "
               f"({allocation['flops_per_param_token_source']}):"),
              "",
