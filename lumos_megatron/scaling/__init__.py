@@ -17,7 +17,6 @@ _EXPORTS = {
     "gpu_peak_tflops": "lumos_megatron.scaling.flops",
     "DataLayout": "lumos_megatron.scaling.model_accounting",
     "ParameterCounts": "lumos_megatron.scaling.model_accounting",
-    "TokenFlops": "lumos_megatron.scaling.model_accounting",
     "expected_mask_ratio": "lumos_megatron.scaling.model_accounting",
     "flops_per_token": "lumos_megatron.scaling.model_accounting",
     "parameter_counts": "lumos_megatron.scaling.model_accounting",

@@ -54,6 +54,15 @@ class StepFlops:
         """All model FLOPs of the step (forward + backward)."""
         return self.dense + self.attention + self.lm_head
 
+    @property
+    def non_embedding(self) -> float:
+        """Without the LM head (DeepSeek LLM's ``M`` when counted per token)."""
+        return self.dense + self.attention
+
+    def per_token(self, tokens: float) -> "StepFlops":
+        """The same parts divided by ``tokens``."""
+        return StepFlops(self.dense / tokens, self.attention / tokens, self.lm_head / tokens)
+
 
 def step_flops(cfg: LumosConfig, tokens: float, pairs: float, loss_rows: float) -> StepFlops:
     """FLOPs of a step that processed ``tokens`` tokens with ``pairs`` allowed attention pairs

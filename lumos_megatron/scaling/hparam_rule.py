@@ -8,7 +8,7 @@ Language Models with Longtermism", arXiv:2401.02954, 2024, §3.1, Eq. 1)::
 
 with ``C = M x D``, ``M`` the non-embedding FLOPs per token (attention included, vocabulary
 projection excluded) and ``D`` the training tokens. Here ``M`` is the dense + attention part of
-our FLOPs model (``TokenFlops.non_embedding``, the trainer's own count), so small video models
+our FLOPs model (``StepFlops.non_embedding``, the trainer's own count), so small video models
 whose attention is a large share of the work get the batch and LR their compute calls for.
 
 Schedule (our choices, stated): linear warmup over 2000 steps as DeepSeek LLM, but at most

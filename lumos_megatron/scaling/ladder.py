@@ -21,7 +21,8 @@ from lumos_megatron.config import LumosConfig, load_recipe, set_value, validate_
 from lumos_megatron.platform.parallel import LayoutError, microbatch_group, resolve_layout
 from lumos_megatron.scaling.hparam_rule import HParamRule, RunHParams, run_hparams
 from lumos_megatron.scaling.ladder_shapes import LadderShape, ShapeRule, SizeBy, ladder_shapes
-from lumos_megatron.scaling.model_accounting import DataLayout, TokenFlops, flops_per_token, padded_length
+from lumos_megatron.scaling.flops import StepFlops
+from lumos_megatron.scaling.model_accounting import DataLayout, flops_per_token, padded_length
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class LadderRun:
     hparams: RunHParams
     eval_interval: int
     cfg: LumosConfig = field(repr=False)
-    per_token: TokenFlops = field(repr=False)
+    per_token: StepFlops = field(repr=False)
     tokens: int = 0
 
     @property
@@ -134,7 +135,7 @@ def _schedule(cfg: LumosConfig, hp: RunHParams, eval_interval: int, eval_iters: 
     return cfg
 
 
-def _budgets(spec: LadderSpec, shape: LadderShape, per_token: TokenFlops) -> List[Tuple[str, float]]:
+def _budgets(spec: LadderSpec, shape: LadderShape, per_token: StepFlops) -> List[Tuple[str, float]]:
     """(budget label, target tokens) of one size."""
     n = shape.params(spec.size_by)
     out = [(f"tpp={k:g}", k * n) for k in spec.tokens_per_param]

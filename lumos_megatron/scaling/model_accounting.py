@@ -32,7 +32,7 @@ from lumos_megatron.conversion.weight_layout import DecoderShapes
 from lumos_megatron.models.frame_mask import allowed_pairs, frame_segment_ids
 from lumos_megatron.objective import build_objective
 from lumos_megatron.platform.parallel import sequence_length_divisor
-from lumos_megatron.scaling.flops import step_flops
+from lumos_megatron.scaling.flops import StepFlops, step_flops
 from lumos_megatron.training.data_plan import step_seq_length
 from lumos_megatron.vocab import LumosVocab, build_video_sample
 
@@ -159,35 +159,16 @@ def expected_loss_rows(cfg: LumosConfig, layout: DataLayout) -> float:
     return expected_mask_ratio(cfg.ardf.min_mask_ratio) * frames * layout.grid[0] * layout.grid[1]
 
 
-@dataclass(frozen=True)
-class TokenFlops:
-    """Model FLOPs (forward + backward) per training token (padded positions included, as the
-    trainer counts tokens), by part."""
-
-    dense: float
-    attention: float
-    lm_head: float
-
-    @property
-    def total(self) -> float:
-        """All model FLOPs per token."""
-        return self.dense + self.attention + self.lm_head
-
-    @property
-    def non_embedding(self) -> float:
-        """Without the LM head: DeepSeek LLM's ``M`` (non-embedding FLOPs per token)."""
-        return self.dense + self.attention
-
-
-def flops_per_token(cfg: LumosConfig, layout: Optional[DataLayout] = None) -> TokenFlops:
-    """Model FLOPs per training token of ``cfg`` on ``layout`` (default: the mock layout of
-    ``cfg``), from ``step_flops`` on one representative sample."""
+def flops_per_token(cfg: LumosConfig, layout: Optional[DataLayout] = None) -> StepFlops:
+    """Model FLOPs (forward + backward) per training token of ``cfg`` on ``layout`` (default: the
+    mock layout of ``cfg``; padded positions included, as the trainer counts tokens), by part:
+    ``step_flops`` on one representative sample, divided by its length."""
     layout = layout or DataLayout.from_mock(cfg)
     tokens = representative_sample(cfg, layout)
     pairs = float(allowed_pairs(frame_segment_ids(tokens, LumosVocab(vocab_size=cfg.model.vocab_size))).sum())
     length = tokens.shape[1]
     step = step_flops(cfg, float(length), pairs, expected_loss_rows(cfg, layout))
-    return TokenFlops(step.dense / length, step.attention / length, step.lm_head / length)
+    return step.per_token(length)
 
 
 def training_flops(cfg: LumosConfig, tokens: float, layout: Optional[DataLayout] = None) -> float:
