@@ -188,7 +188,7 @@ def generate(out: Path, s: Settings, ckpt: Path, video: str, text: str, manifest
 
 def write_report(out: Path, s: Settings, video: str, generated: dict) -> dict:
     """Stage 6: side-by-side GIFs, loss curves, PSNRs; returns the summary."""
-    from lumos_megatron.inference.tasks import latent_grid, video_codes
+    from lumos_megatron.inference.tasks import video_codes
     from lumos_megatron.tokenizers.video.spec import load_video_tokenizer
     from lumos_megatron.vocab import LumosVocab
 
@@ -196,15 +196,14 @@ def write_report(out: Path, s: Settings, video: str, generated: dict) -> dict:
     vocab = LumosVocab(vocab_size=VOCAB_SIZE)
     clip = generated["clip"]
     recon = report.reconstruct(tokenizer, clip)
-    grid = latent_grid(clip.shape[2], clip.shape[1])
     summary = {"psnr_db": {"tokenizer_reconstruction (ceiling)": report.psnr(recon, clip)}}
     for task in ("t2v", "i2v"):
         info = json.loads((out / "samples" / task / "sample_00000.json").read_text())
-        frames = tokenizer.decode(video_codes(info["video_tokens"], grid, vocab)).cpu().numpy()
+        codes = video_codes(info["video_tokens"], vocab)
+        frames = tokenizer.decode(codes).cpu().numpy()
         summary["psnr_db"][f"{task} generated"] = report.psnr(frames, clip)
         report.side_by_side([clip, recon, frames], out / f"side_by_side_{task}.gif", s.fps)
-    codes_shape = (len(video_codes(info["video_tokens"], grid, vocab)), *grid)
-    summary["psnr_db"]["random tokens (floor)"] = report.psnr(report.random_token_clip(tokenizer, codes_shape), clip)
+    summary["psnr_db"]["random tokens (floor)"] = report.psnr(report.random_token_clip(tokenizer, codes.shape), clip)
     series = report.scalars(out / "tensorboard")
     report.loss_curves(series, out / "loss_curves.png")
     first, last = report.loss_fell(series)

@@ -153,7 +153,7 @@ def import_hf(hf_dir: str | Path, out: str | Path, *, dtype: str = "fp32",
             iter_dir = ckpt_dir.checkpoint_dir(tmp, 0)
             iter_dir.mkdir()
             run_config = dump_config(cfg)
-            with _progress_bar(writer, progress) as on_chunk:
+            with _PartProgress(writer, progress) as on_chunk:
                 writer.write(iter_dir, model_only_common_state(run_config, source), on_chunk)
             (iter_dir / ckpt_dir.RUN_CONFIG_FILE).write_text(run_config)
             (iter_dir / HF_CONFIG_COPY).write_text(json.dumps(src.config, indent=2) + "\n")
@@ -219,7 +219,7 @@ def _plan(src: OfficialCheckpoint, s: DecoderShapes, source_vocab: int, dtype: t
     return writer
 
 
-class _progress_bar:
+class _PartProgress:
     """tqdm over the model's parts (embedding, each layer, final norm, LM head)."""
 
     def __init__(self, writer: TorchDistWriter, enabled: bool):

@@ -22,18 +22,14 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
-
-def _core(model):
-    while hasattr(model, "module"):
-        model = model.module
-    return model
+from lumos_megatron.checkpoint.sharded import unwrap
 
 
 class LayerKVCache:
     """Keys and values of every layer for ``rows`` sequences of up to ``capacity`` tokens."""
 
     def __init__(self, model: torch.nn.Module, rows: int, capacity: int, device: torch.device):
-        self.model = _core(model)
+        self.model = unwrap(model)
         if not (self.model.pre_process and self.model.post_process):
             raise ValueError("the KV-cache decoder runs the whole model in one process: pipeline "
                              "parallelism is not supported (use tensor parallelism, or kv_cache=False)")

@@ -193,7 +193,7 @@ class GenerationRun:
     def _write(self, sample: PreparedSample, seed: int, tokens: List[int], grid: Tuple[int, int]) -> None:
         from lumos_megatron.inference.video_writer import write_gif, write_mp4, write_png
 
-        frames = self.video_tokenizer.decode(video_codes(tokens, grid, self.model.vocab)).cpu().numpy()
+        frames = self.video_tokenizer.decode(video_codes(tokens, self.model.vocab)).cpu().numpy()
         base = self.out / sample.record.name
         write_mp4(frames, base.with_suffix(".mp4"), self.fps)
         write_gif(frames, base.with_suffix(".gif"), self.fps)

@@ -16,7 +16,8 @@ import torch
 
 from lumos_megatron.tokenizers.text.base import TextTokenizer
 from lumos_megatron.tokenizers.text.prompt import build_prompt_ids
-from lumos_megatron.vocab import LumosVocab
+from lumos_megatron.inference.frame_decoding import frame_block
+from lumos_megatron.vocab import LumosVocab, parse_layout
 
 Task = Literal["t2i", "t2v", "i2v"]
 TASKS = ("t2i", "t2v", "i2v")
@@ -100,25 +101,19 @@ def conditioning_frame(image_path: str, resolution: str, video_tokenizer, vocab:
     return frame_block_of_codes(codes, vocab), (frames.shape[2], frames.shape[1])
 
 
-def frame_block_of_codes(codes, vocab: LumosVocab) -> List[int]:
+def frame_block_of_codes(codes: torch.Tensor, vocab: LumosVocab) -> List[int]:
     """A complete frame block of a ``[H_l, W_l]`` code grid."""
-    rows, cols = codes.shape
-    block = [vocab.frame_start, vocab.size_token_for_latents(rows), vocab.size_token_for_latents(cols)]
-    for r in range(rows):
-        block += [vocab.visual_offset + int(c) for c in codes[r]] + [vocab.new_line]
-    return block + [vocab.frame_end]
+    return frame_block(tuple(codes.shape), vocab.visual_id(codes.reshape(-1)), vocab)
 
 
-def video_codes(tokens: List[int], grid: Tuple[int, int], vocab: LumosVocab) -> torch.Tensor:
+def video_codes(tokens: List[int], vocab: LumosVocab) -> torch.Tensor:
     """The ``[T_l, H_l, W_l]`` codes of a generated token list (9004 … 9005)."""
-    rows, cols = grid
-    block = 3 + rows * (cols + 1) + 1
-    body = tokens[3:-1]
+    ids = torch.tensor(tokens, dtype=torch.long)
     frames = []
-    for start in range(0, len(body), block):
-        content = body[start + 3: start + block - 1]
-        frames.append([[content[r * (cols + 1) + c] - vocab.visual_offset for c in range(cols)] for r in range(rows)])
-    return torch.tensor(frames, dtype=torch.long)
+    for block in parse_layout(ids, vocab).frames:
+        content = ids[block.content_start: block.content_end].view(block.rows, block.cols + 1)
+        frames.append(vocab.code_of(content[:, : block.cols]))
+    return torch.stack(frames)
 
 
 def check_fits(grid: Optional[Tuple[int, int]], codebook_size: int, vocab: LumosVocab,
