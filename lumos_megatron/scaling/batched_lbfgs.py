@@ -100,9 +100,11 @@ def minimize_batched(fun_grad: BatchedFunGrad, x0: np.ndarray, *, memory: int = 
             out.status[active] = 1
             break
         iteration += 1
-        direction = _two_loop(grad, s_hist, y_hist, rho, gamma)
-        slope = np.einsum("ij,ij->i", grad, direction)
-        reset = ~(slope < 0)  # not a descent direction: forget the memory, go down the gradient
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite direction is reset below
+            direction = _two_loop(grad, s_hist, y_hist, rho, gamma)
+            slope = np.einsum("ij,ij->i", grad, direction)
+        # Not a finite descent direction: forget the memory, go down the gradient.
+        reset = ~(slope < 0) | ~np.isfinite(direction).all(axis=1)
         if reset.any():
             rho[reset] = 0.0
             gamma[reset] = 1.0
@@ -133,14 +135,19 @@ def minimize_batched(fun_grad: BatchedFunGrad, x0: np.ndarray, *, memory: int = 
         y_new = new_grad - grad
         sy = np.einsum("ij,ij->i", s_new, y_new)
         yy = np.einsum("ij,ij->i", y_new, y_new)
-        upd = moved & (sy > 1e-12 * np.maximum(yy, 1e-300))
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            inv_sy, scaling = 1.0 / sy, sy / yy
+        # A pair whose 1/(s.y) or (s.y)/(y.y) is not a finite positive number (curvature lost in
+        # underflow on a degenerate objective) would poison the memory with inf/NaN: skip it.
+        upd = (moved & (sy > 1e-12 * np.maximum(yy, 1e-300)) & np.isfinite(inv_sy)
+               & np.isfinite(scaling) & (scaling > 0))
         if upd.any():
             s_hist[upd] = np.roll(s_hist[upd], -1, axis=1)
             y_hist[upd] = np.roll(y_hist[upd], -1, axis=1)
             rho[upd] = np.roll(rho[upd], -1, axis=1)
             s_hist[upd, -1], y_hist[upd, -1] = s_new[upd], y_new[upd]
-            rho[upd, -1] = 1.0 / sy[upd]
-            gamma[upd] = sy[upd] / yy[upd]
+            rho[upd, -1] = inv_sy[upd]
+            gamma[upd] = scaling[upd]
         reduction = np.where(moved, fun - new_fun, 0.0)
         scale = np.maximum(np.maximum(np.abs(fun), np.abs(new_fun)), 1.0)
         x = np.where(moved[:, None], new_x, x)

@@ -104,7 +104,11 @@ def plot_isoflop(path: Path, params: np.ndarray, loss: np.ndarray, compute: np.n
     right.set_yscale("log")
     right.set_xlabel("training FLOPs C")
     right.set_ylabel("optimal parameters N*")
-    right.legend(fontsize=8)
+    if right.get_legend_handles_labels()[0]:
+        right.legend(fontsize=8)
+    else:  # neither a positive-exponent fit nor usable IsoFLOP profiles: say so instead of a blank
+        right.text(0.5, 0.5, "no compute-optimal curve:\nno positive fitted exponents\nand no usable profiles",
+                   transform=right.transAxes, ha="center", va="center", fontsize=8)
     right.set_title("Compute-optimal model size")
     return _save(fig, path)
 

@@ -26,7 +26,7 @@ from lumos_megatron.scaling.ladder_shapes import ShapeRule, kv_groups, ladder_sh
 from lumos_megatron.scaling.model_accounting import flops_per_token, parameter_counts
 
 from conftest import REPO, TINY_RECIPE
-from test_recipes_and_launchers import BASH, SCRIPTS, _dry_env, _known_flag
+from test_recipes_and_launchers import BASH, SCRIPTS, _dry_env, _known_flag, _sbatch_directives
 
 BASE_1B = REPO / "examples" / "recipes" / "lumos_1b_stage1-image-256p_8gpu_h100_bf16.yaml"
 TINY_ARGS = ["--base", str(TINY_RECIPE), "--n-min", "1e4", "--n-max", "3e5", "--head-dim", "32",
@@ -181,6 +181,12 @@ def test_generated_sbatch_commands_pass_the_launcher_lint(tmp_path, launcher):
         assert {o.split("=")[0] for o in options} <= {"--job-name", "--nodes", "--gpus-per-node",
                                                        "--ntasks-per-node", "--time"}
         assert f"--job-name={run['name']}" in options
+        # Tasks per node (command line over the script's directive) agree with the launch style.
+        given = dict(o.split("=", 1) for o in options)
+        directives = _sbatch_directives(REPO / script)
+        tasks = int(given.get("--ntasks-per-node", directives["--ntasks-per-node"]))
+        gpus = int(given.get("--gpus-per-node", directives["--gpus-per-node"]))
+        assert tasks == (1 if launcher == "torchrun" else gpus) and int(env["GPUS_PER_NODE"]) == gpus
         assert all(_known_flag(a) for a in script_args if a.startswith("--"))
         parse_cli(["--config", env["RECIPE"]])  # the launchers' recipe check
         # Dry run of the real launcher with fake srun/torchrun/scontrol/squeue (as the launcher tests).
