@@ -197,6 +197,12 @@ class DataConfig:
     """Mock data: latent grid [H_l, W_l] of each frame (multiples of 4, as 32-px size tokens need)."""
     mock_text_tokens: int = 16
     """Mock data: caption length in tokens."""
+    mock_classes: int = 0
+    """Mock data: 0 draws every sample's codes i.i.d. from one Zipf distribution over the codebook,
+    which a model learns within a few steps. k > 0 gives each sample one of k classes, written as
+    its first caption token, and draws its codes from that class's own Zipf distribution (the Zipf
+    weights over a class-specific permutation of the codebook): a model has k distributions to
+    learn, so the loss keeps falling with model size and data (the CPU scaling mini-ladder)."""
 
 
 @dataclass

@@ -182,6 +182,9 @@ def _train_data_problems(cfg: LumosConfig) -> List[str]:
             out.append(f"data.mock_grid={d.mock_grid} must be two multiples of 4 (32-px size tokens)")
         if d.mock_frames < 1 or d.mock_text_tokens < 0:
             out.append("data.mock_frames must be >= 1 and data.mock_text_tokens >= 0")
+        if d.mock_classes < 0 or (d.mock_classes > 0 and d.mock_text_tokens < 1):
+            out.append(f"data.mock_classes={d.mock_classes} must be >= 0, and > 0 needs "
+                       "data.mock_text_tokens >= 1 (the class is the first caption token)")
     elif not d.data_path and not d.streaming_manifest:
         out.append("data.data_path is empty, data.streaming_manifest unset and data.mock false: "
                    "nothing to train on")

@@ -4,6 +4,8 @@ Each sample is a real official-layout sequence (BOS, caption ids, separator, vid
 blocks of random visual codes, video end) built by ``build_video_sample``, so everything
 downstream (parser, MM-RoPE positions, frame-causal mask) runs on exactly what real data gives.
 Sample ``i`` depends only on (seed, i): results do not depend on DP size, micro-batching or resume.
+With ``data.mock_classes`` each sample also belongs to a class, named by its first caption token,
+that picks its code distribution (``class_code_weights``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ class MockVideoDataset:
         self.frames = d.mock_frames if frames is None else frames
         self.grid = tuple(d.mock_grid)
         self.text_tokens = d.mock_text_tokens
+        self.classes = d.mock_classes
+        if self.classes > vocab.text_vocab_size - _TEXT_ID_LOW:
+            raise ValueError(f"data.mock_classes={self.classes} needs more caption ids than the "
+                             f"{vocab.text_vocab_size - _TEXT_ID_LOW} above {_TEXT_ID_LOW}")
         self.duration, self.fps = (2, 12) if self.frames > 1 else (1, 1)
         rows, cols = self.grid
         self._code_weights = 1.0 / torch.arange(1, vocab.num_visual_codes + 1, dtype=torch.float64)
@@ -54,12 +60,24 @@ class MockVideoDataset:
             return self._length
         return self._length - (self.frames - max_latent_frames) * self._block
 
+    def class_code_weights(self, label: int) -> torch.Tensor:
+        """Unnormalised code weights of class ``label`` (``data.mock_classes``): the Zipf weights
+        over a permutation of the codebook that depends on the seed and the class only (every
+        split and the image stream share it, so validation measures what training taught)."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + label + (7 << 48))
+        return self._code_weights[torch.randperm(self._code_weights.numel(), generator=gen)]
+
     def __getitem__(self, index: int):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index) + self._salt)
         text = torch.randint(_TEXT_ID_LOW, self.vocab.text_vocab_size, (self.text_tokens,), generator=gen)
         # Zipf-distributed codes: like real codebook usage, skewed, so a model has something to
         # learn within a few steps (uniform codes would pin the visual loss at log(codebook)).
         n = self.frames * self.grid[0] * self.grid[1]
-        codes = torch.multinomial(self._code_weights, n, replacement=True, generator=gen)
+        weights = self._code_weights
+        if self.classes:  # drawn after the caption, so the class-free stream is unchanged
+            label = int(torch.randint(self.classes, (1,), generator=gen))
+            text[0] = _TEXT_ID_LOW + label
+            weights = self.class_code_weights(label)
+        codes = torch.multinomial(weights, n, replacement=True, generator=gen)
         codes = codes.view(self.frames, *self.grid)
         return build_video_sample(text, codes, self.duration, self.fps, self.vocab)

@@ -69,6 +69,14 @@ def _two_loop(grad: np.ndarray, s_hist: np.ndarray, y_hist: np.ndarray, rho: np.
     return -r
 
 
+def _row_norms(a: np.ndarray) -> np.ndarray:
+    """Euclidean norm of each row, scaled by its largest entry first so that huge (finite)
+    gradients far from the optimum do not overflow when squared."""
+    largest = np.abs(a).max(axis=1)
+    safe = np.where(largest > 0, largest, 1.0)
+    return largest * np.linalg.norm(a / safe[:, None], axis=1)
+
+
 def minimize_batched(fun_grad: BatchedFunGrad, x0: np.ndarray, *, memory: int = 10,
                      ftol: float = SCIPY_FTOL, gtol: float = SCIPY_GTOL, max_iter: int = 15000,
                      max_backtracks: int = 40, armijo: float = 1e-4,
@@ -111,7 +119,7 @@ def minimize_batched(fun_grad: BatchedFunGrad, x0: np.ndarray, *, memory: int = 
             direction[reset] = -grad[reset]
             slope[reset] = -np.einsum("ij,ij->i", grad[reset], grad[reset])
         # First step without curvature information: unit length, as scipy does.
-        step = np.where(rho.any(axis=1), 1.0, 1.0 / np.maximum(np.linalg.norm(direction, axis=1), 1e-300))
+        step = np.where(rho.any(axis=1), 1.0, 1.0 / np.maximum(_row_norms(direction), 1e-300))
         new_x = np.empty_like(x)
         new_fun = np.full_like(fun, np.inf)
         new_grad = np.empty_like(grad)

@@ -12,6 +12,7 @@ Each function draws one figure into ``path`` and returns it:
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -56,11 +57,12 @@ def plot_loss_vs_params(path: Path, params: np.ndarray, loss: np.ndarray, comput
         ax.plot(n_grid, predicted_loss(fit, n_grid, c / (k * n_grid)), color=cmap(norm(np.log10(c))), lw=1.3)
         if has_optimal_allocation(fit):
             n_opt, d_opt = optimal_allocation(fit, c, k)
-            ax.plot([n_opt], [predicted_loss(fit, n_opt, d_opt)], marker="*", color="black", ms=7)
+            if n_grid[0] <= n_opt <= n_grid[-1]:  # one far-off optimum would squash the runs' range
+                ax.plot([n_opt], [predicted_loss(fit, n_opt, d_opt)], marker="*", color="black", ms=7)
     ax.set_xscale("log")
     ax.set_xlabel("parameters N")
     ax.set_ylabel("loss")
-    ax.set_title("Loss vs model size; lines: fitted L(N, C/(kN)) per budget, *: optimum")
+    ax.set_title("Loss vs model size; lines: fitted L(N, C/(kN)) per budget, *: optimum in range")
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="log10 training FLOPs")
     ax.set_ylim(loss.min() * 0.97, np.percentile(loss, 99) * 1.05)
     return _save(fig, path)
@@ -98,8 +100,9 @@ def plot_isoflop(path: Path, params: np.ndarray, loss: np.ndarray, compute: np.n
         right.plot(c_all, law["coefficient"] * c_all ** law["exponent"], color="black", ls="--",
                    label=f"Approach 2 fit, exponent {law['exponent']:.3f}")
     else:
-        left.text(0.5, 0.5, "Approach 2 skipped:\n" + approach2.get("note", ""), transform=left.transAxes,
-                  ha="center", va="center", fontsize=8, wrap=True)
+        left.text(0.5, 0.5, "Approach 2 skipped:\n" + textwrap.fill(approach2.get("note", ""), 60),
+                  transform=left.transAxes, ha="center", va="center", fontsize=8)
+        left.set_xlim(params.min() / 1.5, params.max() * 1.5)
     right.set_xscale("log")
     right.set_yscale("log")
     right.set_xlabel("training FLOPs C")

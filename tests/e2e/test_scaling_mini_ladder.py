@@ -1,12 +1,15 @@
 """The CPU mini scaling ladder end to end (examples/scaling/run_mini_ladder.py --smallest):
 make_ladder → 6 local training runs with periodic evaluation → collect → fit → report. Checks
-the path (rows, columns, files), not the fitted numbers: mock codes carry no scaling law."""
+the path (rows, columns, files), not the fitted numbers: tiny runs on mock classes carry no
+scaling law."""
 
 import csv
 import json
 import os
 import subprocess
 import sys
+
+from lumos_megatron.config import load_recipe
 
 from conftest import REPO
 
@@ -22,6 +25,7 @@ def test_mini_ladder_smallest_end_to_end(tmp_path):
 
     ladder = json.loads((out / "ladder.json").read_text())
     names = [r["name"] for r in ladder["runs"]]
+    assert {load_recipe(r["recipe"]).data.mock_classes for r in ladder["runs"]} == {32}
     assert len(names) == 6 and len({r["shape"]["width"] for r in ladder["runs"]}) == 3
 
     rows = list(csv.DictReader((out / "runs.csv").open()))
