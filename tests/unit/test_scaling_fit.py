@@ -20,6 +20,7 @@ from lumos_megatron.scaling.bootstrap_fit import bootstrap_approach3
 from lumos_megatron.scaling.compute_optimal import allocation_exponents, optimal_allocation, predicted_loss
 from lumos_megatron.scaling.fit_approach3 import fit_approach3
 from lumos_megatron.scaling.isoflop import fit_approach2
+from lumos_megatron.scaling.scaling_report import _optimum_provenance
 
 REPO = Path(__file__).resolve().parents[2]
 FIT_CLI = REPO / "tools" / "scaling" / "fit.py"
@@ -90,9 +91,17 @@ def test_plots_and_report_are_written(chinchilla_fit):
     for name in fit["plots"].values():
         assert f"]({name})" in report
     assert "| alpha | 0.3473" in report and "Compute-optimal allocation" in report
+    assert f"reached by {fit['diagnostics']['starts_at_optimum']} grid starts" in report
     with (out / "bootstrap_samples.csv").open() as handle:
         samples = list(csv.DictReader(handle))
     assert len(samples) == 20 and set(PARAMS) <= set(samples[0])
+
+
+def test_report_says_when_the_scipy_rerun_found_the_optimum():
+    text = _optimum_provenance({"starts_at_optimum": 0, "polish_improved": True})
+    assert "found by the scipy L-BFGS-B re-run" in text and "0 grid starts" in text
+    assert _optimum_provenance({"starts_at_optimum": 7, "polish_improved": False}).startswith(
+        ", reached by 7 grid starts")
 
 
 def test_objective_value_and_analytic_gradient():
