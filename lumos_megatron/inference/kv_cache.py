@@ -25,6 +25,14 @@ import torch.nn.functional as F
 from lumos_megatron.checkpoint.sharded import unwrap
 
 
+
+def _biased(output_and_bias):
+    """The output of a megatron linear or MLP with its bias added: with ``skip_bias_add`` (the
+    attention projection and fc2) megatron returns the bias separately and adds it in its
+    bias-dropout-add, which this forward replaces. ``(out, None)`` without linear biases."""
+    out, bias = output_and_bias
+    return out if bias is None else out + bias
+
 class LayerKVCache:
     """Keys and values of every layer for ``rows`` sequences of up to ``capacity`` tokens."""
 
@@ -74,7 +82,7 @@ class LayerKVCache:
         for index, layer in enumerate(model.decoder.layers):
             attn = layer.self_attention
             residual = hidden
-            mixed, _ = attn.linear_qkv(layer.input_layernorm(hidden))
+            mixed = _biased(attn.linear_qkv(layer.input_layernorm(hidden)))
             mixed = mixed.view(q, n_rows, self.groups, (self.heads // self.groups + 2) * self.head_dim)
             query, key, value = torch.split(
                 mixed, [self.heads // self.groups * self.head_dim, self.head_dim, self.head_dim], dim=3)
@@ -89,9 +97,9 @@ class LayerKVCache:
             all_v = torch.cat([self.values[index, row_index, :, :past], new_v], dim=2)
             out = F.scaled_dot_product_attention(query.permute(1, 2, 0, 3), all_k, all_v, attn_mask=allowed,
                                                  scale=1.0 / self.head_dim ** 0.5, enable_gqa=self.groups != self.heads)
-            out, _ = attn.linear_proj(out.permute(2, 0, 1, 3).reshape(q, n_rows, -1))
+            out = _biased(attn.linear_proj(out.permute(2, 0, 1, 3).reshape(q, n_rows, -1)))
             hidden = residual + out
-            mlp_out, _ = layer.mlp(layer.pre_mlp_layernorm(hidden))
+            mlp_out = _biased(layer.mlp(layer.pre_mlp_layernorm(hidden)))
             hidden = hidden + mlp_out
             for i, r in enumerate(rows):  # keep the finished frame (and the prompt) of each row
                 if keep[i]:

@@ -74,7 +74,8 @@ def mark_tensor_parallel_params(model: nn.Module) -> None:
             continue
         for pname, dim in dims.items():
             param = getattr(module, pname, None)
-            if isinstance(param, torch.Tensor):
+            # megatron marks a column-parallel bias itself, whatever perform_initialization says
+            if isinstance(param, torch.Tensor) and not hasattr(param, "tensor_model_parallel"):
                 set_tensor_model_parallel_attributes(param, True, dim, 1)
 
 

@@ -66,3 +66,13 @@ def test_impossible_layout_exits_with_one_line_naming_sizes(tmp_path):
     ours = [line for line in proc.stderr.splitlines() if line.startswith("lumos_megatron.train: error")]
     assert len(ours) == 1, proc.stderr
     assert "TP=3 x PP=1 x CP=1 = 3 ranks does not divide the world size 2" in ours[0]
+
+
+def test_linear_biases_under_tp2_match_one_process(tmp_path):
+    """With ``add_bias_linear`` megatron marks the column-parallel biases as sharded itself; our
+    initialisation must not mark them twice, and the sharded (column) and replicated (row) biases
+    must train as in one process."""
+    extra = ["model.add_bias_linear=true", "model.num_layers=2"]
+    ref = _losses(tmp_path, "bias_tp1", extra, 1)
+    got = _losses(tmp_path, "bias_tp2", [*extra, "--tensor-model-parallel-size", "2"], 2)
+    _assert_same_curve(ref, got, "add_bias_linear tp2")

@@ -5,7 +5,8 @@
   forward over the explicit sequence every step, no cache, the §5.2a draw order), for T2V with
   2 and 3 latent frames at T = 4 and T = 6, and for I2V;
 * KV-cache logits of frame k equal a full forward over the explicitly ρ_inf-masked history;
-* cached = uncached, batched CFG = sequential, a batch of prompts = one at a time.
+* cached = uncached, batched CFG = sequential, a batch of prompts = one at a time;
+* the cache's layer forward adds the linear biases megatron returns separately (``add_bias_linear``).
 """
 
 import math
@@ -13,6 +14,7 @@ import math
 import pytest
 import torch
 
+from conftest import TINY_RECIPE, run_train
 from official_format import random_official_state_dict, tiny_official_config, write_official_checkpoint
 from lumos_megatron.ardf import history_mask_indices, unmask_schedule
 from lumos_megatron.conversion.import_hf import import_hf
@@ -149,6 +151,30 @@ def test_kv_cache_logits_equal_a_full_forward_over_the_masked_history(model):
         if k < 2:
             contexts = [c + mask_history(finished[k], history, vocab) for c in contexts]
     assert 9003 in contexts[0][-24:]  # the history really is masked
+
+
+def test_kv_cache_adds_the_linear_biases(tmp_path):
+    from lumos_megatron.inference import load_model
+    from lumos_megatron.inference.frame_decoding import code_positions, frame_template
+    from lumos_megatron.inference.frame_logits import CachedLogits, FullForwardLogits
+
+    proc = run_train(["--config", str(TINY_RECIPE), "model.add_bias_linear=true", "--train-iters", "1",
+                      "--save", str(tmp_path / "ckpt")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    biased = load_model(tmp_path / "ckpt")
+    gen = torch.Generator().manual_seed(0)
+    linear_biases = [p for name, p in biased._model.named_parameters()
+                     if name.endswith("bias") and "layernorm" not in name]
+    assert len(linear_biases) == 4 * biased.config.model.num_layers  # qkv, proj, fc1, fc2
+    with torch.no_grad():  # non-zero biases, so that a dropped one shows in the logits
+        for p in linear_biases:
+            p.copy_(torch.randn(p.shape, generator=gen))
+    contexts = [PROMPT + [9004, 8806, 8816]]
+    current = [frame_template(biased.vocab, GRID)]
+    codes = code_positions(GRID)
+    got = CachedLogits(biased, 1, 200).frame_logits([0], contexts, current, codes)
+    ref = FullForwardLogits(biased).frame_logits([0], contexts, current, codes)
+    assert ((got - ref).abs().max() / ref.abs().max()).item() <= 1e-5
 
 
 def test_cache_batching_and_cfg_order_do_not_change_tokens(model):
