@@ -10,6 +10,7 @@ that picks its code distribution (``class_code_weights``).
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -19,6 +20,14 @@ from lumos_megatron.vocab import LumosVocab, build_video_sample, frame_block_len
 
 # Caption ids are drawn above the reserved/special range so they never look like structure.
 _TEXT_ID_LOW = 10000
+
+
+@functools.lru_cache(maxsize=4096)
+def _class_permutation(seed: int, label: int, num_codes: int) -> torch.Tensor:
+    """Codebook permutation of one mock class; cached, as every sample of the class reuses it
+    (a 64,000-code permutation costs about a millisecond)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + label + (7 << 48))
+    return torch.randperm(num_codes, generator=gen)
 
 
 class MockVideoDataset:
@@ -64,8 +73,7 @@ class MockVideoDataset:
         """Unnormalised code weights of class ``label`` (``data.mock_classes``): the Zipf weights
         over a permutation of the codebook that depends on the seed and the class only (every
         split and the image stream share it, so validation measures what training taught)."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + label + (7 << 48))
-        return self._code_weights[torch.randperm(self._code_weights.numel(), generator=gen)]
+        return self._code_weights[_class_permutation(self.seed, label, self._code_weights.numel())]
 
     def __getitem__(self, index: int):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index) + self._salt)
