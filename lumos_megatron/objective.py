@@ -103,11 +103,15 @@ class Objective:
         num_tokens = counted.sum().to(torch.int)
         reports = {"lm loss": torch.stack([loss_sum.detach(), num_tokens.float()])}
         if frame_index is not None and self.report_frames > 0:
+            # Static shapes only: boolean-mask indexing (frame_index[in_range]) would have a
+            # data-dependent length and stall the host on the device once per micro-batch. Every
+            # position is added instead; those out of range add 0 to frame 0, which leaves the
+            # sums unchanged (where(), not a product, so a non-finite loss elsewhere stays out).
             in_range = counted & (frame_index >= 0) & (frame_index < self.report_frames)
-            idx = frame_index[in_range]
+            idx = torch.where(in_range, frame_index, torch.zeros_like(frame_index)).reshape(-1)
             per_frame = torch.zeros(self.report_frames, 2, dtype=torch.float32, device=losses.device)
-            per_frame[:, 0].index_add_(0, idx, losses.detach()[in_range])
-            per_frame[:, 1].index_add_(0, idx, torch.ones_like(idx, dtype=torch.float32))
+            per_frame[:, 0].index_add_(0, idx, torch.where(in_range, losses.detach(), 0.0).reshape(-1))
+            per_frame[:, 1].index_add_(0, idx, in_range.reshape(-1).float())
             reports["frame loss"] = per_frame
         if mask_stats is not None:
             reports["mask ratio"] = mask_stats.float()

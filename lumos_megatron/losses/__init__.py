@@ -10,6 +10,7 @@ _LAZY = {
     "fused_visual_cross_entropy": "lumos_megatron.losses.fused",
     "visual_shard": "lumos_megatron.losses.fused",
     "visual_cross_entropy": "lumos_megatron.losses.reference",
+    "visual_loss_rows": "lumos_megatron.losses.reference",
     "visual_rows": "lumos_megatron.losses.reference",
     "visual_token_losses": "lumos_megatron.losses.reference",
 }

@@ -9,6 +9,12 @@ Backward recomputes each chunk's logits, turns them into ``softmax - one_hot`` i
 accumulates the input and weight gradients, so no ``[tokens x vocab]`` tensor ever exists: the
 largest temporary is ``chunk_rows x visual_rows_on_this_rank``.
 
+The loss rows are selected with ``index_select`` by an index of static length. Training passes
+them in (``loss_rows``, computed on the CPU where the batch is built: ``training.batch``), because
+finding them here (``nonzero`` of the visual-label mask) has a data-dependent output shape and
+blocks the host until the device has caught up, once per micro-batch. Without ``loss_rows`` (e.g.
+inference-side callers and tests) the rows are found here, with that sync.
+
 The TP/SP input plumbing is megatron's own: ``copy_to_tensor_model_parallel_region`` (identity
 forward, all-reduce of the input gradient) or, with sequence parallelism,
 ``gather_from_sequence_parallel_region`` (all-gather forward, reduce-scatter backward) — the
@@ -26,7 +32,7 @@ from megatron.core.tensor_parallel.mappings import (
     gather_from_sequence_parallel_region,
 )
 
-from lumos_megatron.losses.reference import visual_rows
+from lumos_megatron.losses.reference import visual_loss_rows
 from lumos_megatron.ops import ce_chunk_backward_, ce_chunk_forward
 from lumos_megatron.vocab import LumosVocab
 
@@ -107,13 +113,20 @@ class _ChunkedVisualCE(torch.autograd.Function):
 
 def fused_visual_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
                                vocab: LumosVocab, *, tp_group: Optional[dist.ProcessGroup] = None,
-                               sequence_parallel: bool = False, chunk_rows: int = 1024) -> torch.Tensor:
+                               sequence_parallel: bool = False, chunk_rows: int = 1024,
+                               loss_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per-token visual CE ``[b, s]`` (fp32; 0 where the label is not a visual id).
 
     ``hidden`` is the final hidden state ``[s, b, h]`` (``[s/tp, b, h]`` under sequence
     parallelism), ``weight`` this rank's ``[V/tp, h]`` output weight shard, ``labels`` ``[b, s]``
     unshifted AR-DF labels. Mathematically equal to :func:`visual_token_losses` of the full
     logits, scattered back to the positions.
+
+    ``loss_rows`` is :func:`visual_loss_rows` of ``labels`` (long ``[N]``, computed beforehand,
+    normally on the CPU with the batch). With it, nothing here depends on the label values for a
+    shape, so the forward and backward never wait for the device; they are not checked against
+    ``labels``, since that check would be the very sync they avoid. None: found here with a
+    ``nonzero`` (a host sync on an accelerator), the same rows.
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
@@ -127,7 +140,13 @@ def fused_visual_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, label
     if labels.shape != (b, s):
         raise ValueError(f"labels {tuple(labels.shape)} do not match hidden states [s={s}, b={b}]")
     flat_labels = labels.t().reshape(-1)  # row r = s_idx * b + b_idx, the hidden layout
-    rows = visual_rows(flat_labels, vocab).nonzero().flatten()
+    if loss_rows is None:
+        rows = visual_loss_rows(labels, vocab)
+    else:
+        if loss_rows.dim() != 1 or loss_rows.dtype != torch.long:
+            raise ValueError(f"loss_rows must be a long [N] tensor, got {loss_rows.dtype} "
+                             f"{tuple(loss_rows.shape)}")
+        rows = loss_rows.to(hidden.device, non_blocking=True)  # no-op when already there
     x = hidden.reshape(s * b, h).index_select(0, rows)
 
     lo, hi, first_class = visual_shard(vocab.vocab_size, vocab.visual_offset, tp_size, tp_rank)

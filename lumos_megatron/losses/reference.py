@@ -21,6 +21,15 @@ def visual_rows(labels: torch.Tensor, vocab: LumosVocab) -> torch.Tensor:
     return labels >= vocab.visual_offset
 
 
+def visual_loss_rows(labels: torch.Tensor, vocab: LumosVocab) -> torch.Tensor:
+    """Long ``[N]``: the rows of the hidden layout ``[s, b, h]`` (row ``r = s_idx * b + b_idx``)
+    whose label in ``labels [b, s]`` is a visual id, ascending: the rows the fused loss
+    (``losses.fused``) computes. The data side computes them on the CPU with the batch
+    (``training.batch.rank_micro_batch``), because on an accelerator this ``nonzero`` (an output
+    whose length depends on the values) makes the host wait for the device."""
+    return visual_rows(labels.t().reshape(-1), vocab).nonzero().flatten()
+
+
 def visual_token_losses(logits: torch.Tensor, labels: torch.Tensor, vocab: LumosVocab) -> torch.Tensor:
     """Per-row fp32 CE [N] over the visual columns, for the N loss rows in row-major order."""
     if logits.shape[:-1] != labels.shape:

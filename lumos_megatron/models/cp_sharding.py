@@ -34,9 +34,15 @@ def cp_local_indices(seq_length: int, cp_size: int, cp_rank: int) -> torch.Tenso
 
 
 def slice_batch_for_cp(batch: Dict[str, torch.Tensor], cp_size: int, cp_rank: int) -> Dict[str, torch.Tensor]:
-    """This CP rank's share of a micro-batch dict (``training.batch.assemble_micro_batch``)."""
+    """This CP rank's share of a micro-batch dict (``training.batch.assemble_micro_batch``).
+
+    ``loss_rows`` index a batch's own sequence and cannot be sliced: they are computed after
+    slicing (``training.batch.rank_micro_batch``), so a batch that has them is refused here."""
     if cp_size == 1:
         return batch
+    if "loss_rows" in batch:
+        raise ValueError("slice_batch_for_cp: the batch already has loss_rows, which index the whole "
+                         "sequence; compute them after slicing (training.batch.rank_micro_batch)")
     idx = cp_local_indices(batch["tokens"].shape[-1], cp_size, cp_rank).to(batch["tokens"].device)
     out = dict(batch)
     for key in ("tokens", "labels", "loss_mask", "position_ids", "frame_index"):

@@ -31,8 +31,8 @@ class LumosModel(GPTModel):
     """One pipeline stage (or virtual stage) of the Lumos decoder.
 
     ``forward(input_ids [b,s], position_ids [3,b,s]|[b,s], attention_mask [b,1,s,s] bool (True =
-    masked out) | None, labels=None)`` returns logits ``[b, s, V/tp]`` or, with labels, the
-    per-token loss ``[b, s]``; intermediate stages return hidden states.
+    masked out) | None, labels=None, loss_rows=None)`` returns logits ``[b, s, V/tp]`` or, with
+    labels, the per-token loss ``[b, s]``; intermediate stages return hidden states.
 
     When the run's objective uses the fused visual loss (AR-DF, ``objective.build_objective``) the
     loss is the visual cross-entropy of the fused chunked vocab-parallel path (``losses.fused``):
@@ -62,10 +62,28 @@ class LumosModel(GPTModel):
         objective = build_objective(cfg)
         self.visual_loss_vocab = objective.vocab if objective.fused_visual_loss else None
         self.loss_chunk_rows = objective.loss_chunk_rows
+        self._loss_rows: Optional[torch.Tensor] = None
+
+    def forward(self, *args, loss_rows: Optional[torch.Tensor] = None, **kwargs):
+        """``GPTModel.forward`` plus ``loss_rows``: the fused loss's rows of this micro-batch
+        (``losses.reference.visual_loss_rows`` of ``labels``, long ``[N]``), precomputed on the
+        data side so that the loss selects them without a host sync (docs/megatron.md §3).
+
+        megatron's forward does not carry extra arguments to ``_postprocess``, so they are held
+        on the instance for the duration of this call only. Only the last pipeline stage reads
+        them; other stages and every caller without them (inference, conversion) are unaffected.
+        """
+        self._loss_rows = loss_rows
+        try:
+            return super().forward(*args, **kwargs)
+        finally:
+            # Never leak one micro-batch's rows into the next call (e.g. a forward without them).
+            self._loss_rows = None
 
     def _postprocess(self, hidden_states, labels=None, **kwargs):
         """megatron's post-processing, with output layer + loss replaced by the fused visual CE
-        when training AR-DF (gpt_model.py:685-714 in 0.16.1; see docs/megatron.md §3)."""
+        when training AR-DF (gpt_model.py:685-714 in 0.16.1; see docs/megatron.md §3); the loss
+        rows are the ones :meth:`forward` received (None: the loss finds them itself)."""
         fused = (self.visual_loss_vocab is not None and labels is not None and self.post_process
                  and self.config.mtp_num_layers is None)
         if not fused:
@@ -77,6 +95,7 @@ class LumosModel(GPTModel):
             tp_group=parallel_state.get_tensor_model_parallel_group(),
             sequence_parallel=self.config.sequence_parallel,
             chunk_rows=self.loss_chunk_rows,
+            loss_rows=self._loss_rows,
         )
 
 
@@ -99,7 +118,10 @@ def build_model_chunks(cfg: LumosConfig,
             post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
             vp_stage=stage,
         )
-        model.to(device)
+        # Built under a device context (the planner's fake CUDA) the parameters are already there;
+        # moving them again would try to swap each parameter in place, which fake tensors refuse.
+        if any(p.device != device for p in model.parameters()):
+            model.to(device)
         initialize_lumos_weights(
             model,
             seed=cfg.train.seed,

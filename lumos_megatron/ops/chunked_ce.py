@@ -72,8 +72,11 @@ def ce_chunk_backward_reference_(logits: torch.Tensor, lse: torch.Tensor, target
     probs = torch.exp(logits.float() - lse.float()[:, None])
     owned, index = _target_onehot_index(target, vocab)
     if vocab:
+        # Subtract owned (1 or 0) at every row's clamped target rather than 1 at the owned rows
+        # only: boolean-mask indexing has a data-dependent length (a host sync on a GPU); x - 0
+        # is exactly x, so the result is the same.
         rows = torch.arange(n, device=logits.device)
-        probs[rows[owned], index[owned]] -= 1.0
+        probs[rows, index] -= owned.to(probs.dtype)
     logits.copy_(probs * grad.float()[:, None])
     return logits
 

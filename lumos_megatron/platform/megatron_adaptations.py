@@ -255,8 +255,9 @@ ADAPTATIONS: Tuple[MegatronAdaptation, ...] = (
         "models/gpt/gpt_model.py:559 GPTModel._postprocess (output layer at :685, "
         "compute_language_model_loss at :714)",
         "megatron-core 0.16 has no fused linear + cross-entropy and always materialises "
-        "[tokens x vocab/TP] logits; the override computes the AR-DF visual loss chunk by chunk "
-        "(from 0.18 the public output_processor hook of GPTModel.forward can replace it).",
+        "[tokens x vocab/TP] logits; the override computes the AR-DF visual loss chunk by chunk, on "
+        "the loss rows LumosModel.forward holds for it (GPTModel.forward passes no extra arguments "
+        "on); from 0.18 the public output_processor hook of GPTModel.forward can replace it.",
         "private-override",
     ),
     _entry(

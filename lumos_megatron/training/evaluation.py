@@ -4,7 +4,8 @@ Forward-only passes through the same schedule and loss as training, over ``train
 global batches of each validation stream (image and video in joint training). The batches (and
 their AR-DF masks and CFG drops) are the same at every evaluation: sample indices restart at 0
 and the random keys use a reserved iteration range, so successive evaluations measure the model,
-not the draw.
+not the draw. The batches come from the same ``DataFeed`` (``training.batch.rank_micro_batch``)
+as training's, loss rows included, so evaluation runs the same sync-free loss path.
 """
 
 from __future__ import annotations

@@ -17,10 +17,9 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional
 import torch
 
 from lumos_megatron.config.schema import LumosConfig
-from lumos_megatron.models.cp_sharding import slice_batch_for_cp
 from lumos_megatron.objective import Objective, build_objective
 from lumos_megatron.platform.parallel import sequence_length_divisor
-from lumos_megatron.training.batch import assemble_micro_batch
+from lumos_megatron.training.batch import rank_micro_batch
 from lumos_megatron.training.data_plan import SampleSchedule, StepPlan, StreamBatching, step_seq_length
 from lumos_megatron.training.sample_broadcast import read_samples
 from lumos_megatron.vocab import LumosVocab
@@ -90,8 +89,9 @@ class DataFeed:
                 indices = self.schedule.indices(iteration, m, self.dp_rank)
                 target = objective.targets(self._read(source, indices), indices,
                                            self.ardf_iteration_base + iteration, seq_length, number_ids)
-                batch, pairs[m] = assemble_micro_batch(target, cfg, self.vocab, objective)
-                batch = slice_batch_for_cp(batch, cfg.parallel.context_parallel_size, self.cp_rank)
+                # CP slice and loss rows are done here, before the move: the loss then needs no
+                # host sync to find its rows (training.batch).
+                batch, pairs[m] = rank_micro_batch(target, cfg, self.vocab, objective, self.cp_rank)
                 yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
         return StepBatches(stream, seq_length, micro, iterate, pairs)

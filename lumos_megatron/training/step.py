@@ -12,13 +12,18 @@ from lumos_megatron.objective import Objective
 
 def forward_step(data_iterator, model, objective: Objective):
     """One micro-batch through one model chunk; returns (output, loss closure) as megatron
-    expects. The closure is the objective's loss reduction and reports."""
+    expects. The closure is the objective's loss reduction and reports.
+
+    ``loss_rows`` (fused visual loss only) are the loss rows the data side computed on the CPU
+    (``training.batch.rank_micro_batch``), so the last stage's loss needs no host sync to find
+    them; megatron's DDP wrapper passes the keyword through to ``LumosModel.forward``."""
     batch = next(data_iterator)
     output = model(
         batch["tokens"],
         batch["position_ids"],
         batch["attention_mask"],
         labels=batch["labels"],
+        loss_rows=batch.get("loss_rows"),
     )
     return output, partial(objective.loss_func, batch["loss_mask"], frame_index=batch.get("frame_index"),
                            mask_stats=batch.get("mask_stats"))

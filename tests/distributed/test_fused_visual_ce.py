@@ -1,6 +1,7 @@
 """The fused visual CE is exact under tensor parallelism (TP=2) and sequence parallelism: each of
 2 gloo processes holds one vocab shard of the output weight (and, with SP, half the sequence);
-losses and the gathered input/weight gradients equal the single-process reference."""
+losses and the gathered input/weight gradients equal the single-process reference, with the loss
+rows found in the loss (fallback) and passed in (``loss_rows``, as training does) alike."""
 
 import os
 
@@ -10,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from lumos_megatron.losses import fused_visual_cross_entropy
-from lumos_megatron.losses.reference import visual_token_losses
+from lumos_megatron.losses.reference import visual_loss_rows, visual_token_losses
 from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
 
 pytestmark = pytest.mark.distributed
@@ -56,15 +57,18 @@ def _worker(rank, world, port, out):
             vocab = LumosVocab(vocab_size=vocab_size)
             hidden, weight, labels, grad_out = _problem(vocab)
             shard = vocab.vocab_size // world
-            w = weight[rank * shard:(rank + 1) * shard].clone().requires_grad_()
-            if sequence_parallel:
-                h = hidden[rank * S // world:(rank + 1) * S // world].clone().requires_grad_()
-            else:
-                h = hidden.clone().requires_grad_()
-            losses = fused_visual_cross_entropy(h, w, labels, vocab, tp_group=dist.group.WORLD,
-                                                sequence_parallel=sequence_parallel, chunk_rows=3)
-            (losses * grad_out).sum().backward()
-            out[(rank, vocab_size, sequence_parallel)] = (losses.detach(), h.grad, w.grad)
+            for loss_rows in (None, visual_loss_rows(labels, vocab)):
+                w = weight[rank * shard:(rank + 1) * shard].clone().requires_grad_()
+                if sequence_parallel:
+                    h = hidden[rank * S // world:(rank + 1) * S // world].clone().requires_grad_()
+                else:
+                    h = hidden.clone().requires_grad_()
+                losses = fused_visual_cross_entropy(h, w, labels, vocab, tp_group=dist.group.WORLD,
+                                                    sequence_parallel=sequence_parallel, chunk_rows=3,
+                                                    loss_rows=loss_rows)
+                (losses * grad_out).sum().backward()
+                out[(rank, vocab_size, sequence_parallel, loss_rows is not None)] = \
+                    (losses.detach(), h.grad, w.grad)
     finally:
         dist.destroy_process_group()
 
@@ -79,8 +83,10 @@ def test_tp2_and_sp_fused_visual_ce_matches_reference():
         ref_loss, ref_dh, ref_dw = _reference(vocab)
         shard = vocab_size // 2
         for rank in range(2):
-            loss, dh, dw = out[(rank, vocab_size, sequence_parallel)]
+            loss, dh, dw = out[(rank, vocab_size, sequence_parallel, False)]
+            with_rows = out[(rank, vocab_size, sequence_parallel, True)]
             what = f"vocab {vocab_size}, SP {sequence_parallel}, rank {rank}"
+            assert all(torch.equal(a, b) for a, b in zip(with_rows, (loss, dh, dw))), what
             torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6, msg=what)
             torch.testing.assert_close(dw, ref_dw[rank * shard:(rank + 1) * shard], rtol=1e-5,
                                        atol=1e-6, msg=what)

@@ -34,7 +34,9 @@ def _loss_and_grads(cfg):
     batch = training_batch(samples, [0, 1], 0, cfg, VOCAB)
     model = build_model_chunks(cfg)[0]
     model.train()
-    loss = model(batch["tokens"], batch["position_ids"], batch["attention_mask"], labels=batch["labels"])
+    # With the data side's loss rows, as training passes them (forward_step).
+    loss = model(batch["tokens"], batch["position_ids"], batch["attention_mask"], labels=batch["labels"],
+                 loss_rows=batch["loss_rows"])
     total = (loss * batch["loss_mask"]).sum()
     total.backward()
     return model, total.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
