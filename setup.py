@@ -80,6 +80,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["lumos_megatron", "lumos_megatron.*"]),
+    # The planner compiles its fake CUDA device from this source on first use.
+    package_data={"lumos_megatron.plan": ["*.cpp"]},
     install_requires=[
         # A range, not a pin: a cluster's CUDA torch (e.g. an NGC container's) that satisfies it
         # stays as it is. FlexAttention block masks and SDPA's enable_gqa need 2.6; CI runs 2.13.0,
@@ -113,5 +115,6 @@ setup(
     ext_modules=csrc_extensions(),
     cmdclass=build_cmdclass(),
     entry_points={"console_scripts": ["lumos-train=lumos_megatron.train:main",
-                                      "lumos-generate=lumos_megatron.generate:main"]},
+                                      "lumos-generate=lumos_megatron.generate:main",
+                                      "lumos-plan=lumos_megatron.plan.cli:main"]},
 )

@@ -83,6 +83,7 @@ def _model_problems(cfg: LumosConfig) -> List[str]:
                 f"model.attention_backend={m.attention_backend!r} does not support context "
                 f"parallelism (CP={p.context_parallel_size}); set model.attention_backend="
                 f"{' or '.join(cp_capable)} or parallel.context_parallel_size=1")
+    out += _dense_sdpa_problems(cfg)
     if m.recompute_num_layers is not None and (m.recompute_num_layers < 0
                                                or m.recompute_granularity != "full"):
         out.append(f"model.recompute_num_layers={m.recompute_num_layers} needs "
@@ -104,6 +105,32 @@ def _model_problems(cfg: LumosConfig) -> List[str]:
             f"{p.pipeline_model_parallel_size} x {p.virtual_pipeline_model_parallel_size or 1}"
         )
     return out
+
+
+DENSE_SDPA_LAYER_LIMIT_BYTES = 8 * 2**30
+"""Largest [b, heads, L, L] fp32 score tensor per layer and GPU that ``sdpa`` is allowed to imply."""
+
+
+def _dense_sdpa_problems(cfg: LumosConfig) -> List[str]:
+    """SDPA takes the frame-causal mask as a dense tensor. CUDA's flash kernel takes no mask and its
+    memory-efficient kernel no grouped-query heads, so a masked GQA call runs on the math kernel,
+    which keeps fp32 scores [b, heads/TP, L/CP, L] of every layer for backward (at 28k tokens
+    that is over 100 GB per layer: terabytes for the model). Flex attention never builds them."""
+    m, p, d = cfg.model, cfg.parallel, cfg.data
+    if m.attention_backend != "sdpa" or m.num_attention_heads < 1:
+        return []
+    tp, cp = max(p.tensor_model_parallel_size, 1), max(p.context_parallel_size, 1)
+    steps = [(cfg.train.micro_batch_size, d.seq_length)]
+    if getattr(d, "image_seq_length", None):
+        steps.append((getattr(d, "image_micro_batch_size", None) or cfg.train.micro_batch_size, d.image_seq_length))
+    for micro, length in steps:
+        scores = micro * (m.num_attention_heads // tp or 1) * -(-length // cp) * length * 4
+        if scores > DENSE_SDPA_LAYER_LIMIT_BYTES:
+            return [f"model.attention_backend='sdpa' at {length} tokens: the dense-mask SDPA runs on CUDA's "
+                    f"math kernel, which keeps {scores / 2**30:.0f} GiB of fp32 attention scores per layer "
+                    f"and GPU (micro-batch {micro}, {m.num_attention_heads // tp or 1} heads per TP rank); "
+                    "use model.attention_backend=flex (or shorter sequences)"]
+    return []
 
 
 def _parallel_problems(cfg: LumosConfig) -> List[str]:

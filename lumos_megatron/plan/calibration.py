@@ -154,10 +154,11 @@ def sdpa_kernel_model(kernel: str, fake: bool, calibration: Optional[Calibration
         return
     if kernel not in ("auto", "math", "efficient"):
         raise ValueError(f"unknown SDPA kernel model {kernel!r}; choose auto, math or efficient")
+    from lumos_megatron.inference import kv_cache
     from lumos_megatron.models.attention import sdpa as sdpa_module
 
     calibration = calibration or load_calibration()
-    original = sdpa_module.F.scaled_dot_product_attention
+    original = torch.nn.functional.scaled_dot_product_attention
 
     def modelled(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         chosen = kernel if kernel != "auto" else cuda_sdpa_kernel(attn_mask is not None, enable_gqa, calibration)
@@ -166,10 +167,21 @@ def sdpa_kernel_model(kernel: str, fake: bool, calibration: Optional[Calibration
         return original(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                         scale=scale, enable_gqa=enable_gqa)
 
-    namespace = type("ModelledFunctional", (), {"scaled_dot_product_attention": staticmethod(modelled)})
-    previous = sdpa_module.F
-    sdpa_module.F = namespace
+    class ModelledFunctional:
+        """``torch.nn.functional`` with SDPA taking the modelled kernel's path."""
+
+        scaled_dot_product_attention = staticmethod(modelled)
+
+        def __getattr__(self, name):
+            return getattr(torch.nn.functional, name)
+
+    # Training's SDPA backend and the KV-cache decoder are the two callers of SDPA with a mask.
+    modules = (sdpa_module, kv_cache)
+    previous = [m.F for m in modules]
+    for m in modules:
+        m.F = ModelledFunctional()
     try:
         yield kernel
     finally:
-        sdpa_module.F = previous
+        for m, old in zip(modules, previous):
+            m.F = old

@@ -194,6 +194,10 @@ class StepAudit(TorchDispatchMode):
         key = (lambda f: (-f.bytes, f.where)) if table == "fp32" else (lambda f: (-f.count, f.where))
         return sorted(entries, key=key)
 
+    def counts_snapshot(self, table: str) -> Dict[Tuple[str, str], int]:
+        """``{(where, op): count}`` of a findings table so far (to count one phase by difference)."""
+        return {key: f.count for key, f in getattr(self.counts, table).items()}
+
     def _answer_dynamic(self, func, args, kwargs):
         """Fake tensors have no values: a data-dependent size is answered by its upper bound."""
         x = args[0]

@@ -66,6 +66,8 @@ class RankReport:
     """Large fp32 op outputs in a bf16 recipe, by call site."""
     trace_seconds: float = 0.0
     """Wall time of the trace (build + step)."""
+    coordinates: Dict[str, int] = field(default_factory=dict)
+    """This rank's ``pp``, ``tp``, ``cp`` and ``dp`` ranks as megatron assigned them."""
 
     def to_json(self) -> Dict:
         """JSON-serialisable dict."""
@@ -143,6 +145,39 @@ def _watch_loss(chunks, audit: StepAudit, sink: Dict[str, int]) -> None:
         model._postprocess = postprocess
 
 
+def _count_finalize_syncs(transformer_config, audit: StepAudit) -> Dict[tuple, int]:
+    """Wrap the schedule's ``finalize_model_grads_func`` (run once at the end of a step's
+    forward/backward) so that its host syncs are counted apart; returns the dict it fills."""
+    counted: Dict[tuple, int] = {}
+    original = transformer_config.finalize_model_grads_func
+
+    def finalize(*args, **kwargs):
+        before = audit.counts_snapshot("syncs")
+        try:
+            return original(*args, **kwargs)
+        finally:
+            for key, count in audit.counts_snapshot("syncs").items():
+                if count > before.get(key, 0):
+                    counted[key] = counted.get(key, 0) + count - before.get(key, 0)
+
+    transformer_config.finalize_model_grads_func = finalize
+    return counted
+
+
+def _count_step_syncs(totals: Dict[tuple, int], before: Dict, middle: Dict, after: Dict, once: Dict,
+                      stream: PlannedStream) -> None:
+    """Host syncs of one real optimizer step of ``stream``: those of the traced micro-batches
+    scaled to the step's micro-batch count, plus those that run once per step (``once``: the
+    gradient finalisation; and the optimizer step's); the largest over the step kinds is kept in
+    ``totals``."""
+    for key in set(after):
+        per_micro = middle.get(key, 0) - before.get(key, 0) - once.get(key, 0)
+        count = (per_micro * stream.microbatches_per_step // max(stream.traced_microbatches, 1)
+                 + once.get(key, 0) + after[key] - middle.get(key, 0))
+        if count:
+            totals[key] = max(totals.get(key, 0), count)
+
+
 def _to_device(batch: Dict, device: torch.device) -> Dict:
     return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
 
@@ -179,6 +214,9 @@ def trace_rank(cfg: LumosConfig, world_size: int, rank: int, role: str, *, fake:
     vocab = LumosVocab(vocab_size=cfg.model.vocab_size)
     objective = build_objective(cfg, vocab)
     cp_rank = parallel_state.get_context_parallel_rank()
+    coordinates = {"pp": parallel_state.get_pipeline_model_parallel_rank(),
+                   "tp": parallel_state.get_tensor_model_parallel_rank(), "cp": cp_rank,
+                   "dp": parallel_state.get_data_parallel_rank()}
     streams = planned_streams(cfg, layout.dp, layout.pp, layout.vpp)
     # The micro-batches are built on the real CPU, before any mode, exactly as training builds them.
     from lumos_megatron.plan.fake_mode import real_cpu_device
@@ -192,7 +230,7 @@ def trace_rank(cfg: LumosConfig, world_size: int, rank: int, role: str, *, fake:
     device = torch.device(device_type)
     watch = cfg.train.precision == "bf16" if watch_fp32 is None else watch_fp32
     audit = StepAudit(device_type, watch_fp32=watch)
-    report = RankReport(role=role, rank=rank)
+    report = RankReport(role=role, rank=rank, coordinates=coordinates)
     with contextlib.ExitStack() as stack:
         if fake:
             from lumos_megatron.plan.fake_mode import fake_mode
@@ -219,6 +257,8 @@ def trace_rank(cfg: LumosConfig, world_size: int, rank: int, role: str, *, fake:
         audit.peak_bytes = audit.live_bytes  # the build's temporaries are not the step's
         step_func = partial(forward_step, objective=objective)
         traced_micro = 0
+        step_syncs: Dict[tuple, int] = {}
+        once = _count_finalize_syncs(transformer_config, audit)  # once per step, not per micro-batch
         for chunk in chunks:
             chunk.train()
         for iteration, stream in enumerate(streams):
@@ -231,6 +271,8 @@ def trace_rank(cfg: LumosConfig, world_size: int, rank: int, role: str, *, fake:
             inputs = audit.end("inputs")
             report.input_bytes = max(report.input_bytes, inputs.end_bytes - inputs.start_bytes)
             audit.record = True
+            before = audit.counts_snapshot("syncs")
+            once.clear()
             audit.begin("forward_backward")
             with ledger.hooks():
                 run_forward_backward(step_func, chunks, [iter(batches) for _ in chunks], cfg,
@@ -238,10 +280,12 @@ def trace_rank(cfg: LumosConfig, world_size: int, rank: int, role: str, *, fake:
                                      micro_batch_size=stream.micro_batch_size)
             fb = audit.end("forward_backward")
             traced_micro += stream.traced_microbatches
+            middle = audit.counts_snapshot("syncs")
             audit.begin("optimizer_step")
             optimizer.step()
             opt = audit.end("optimizer_step")
             audit.record = False
+            _count_step_syncs(step_syncs, before, middle, audit.counts_snapshot("syncs"), once, stream)
             del batches
             report.streams.append({
                 "name": stream.name, "seq_length": stream.seq_length,
@@ -263,7 +307,8 @@ def trace_rank(cfg: LumosConfig, world_size: int, rank: int, role: str, *, fake:
     report.optimizer_bytes = state.optimizer_bytes
     report.loss_bytes = loss_sink.get("loss", 0)
     report.top_modules = ledger.top(traced_micro)
-    report.host_syncs = [{"where": f.where, "op": f.op, "count": f.count} for f in audit.findings("syncs")]
+    report.host_syncs = [{"where": where, "op": op, "count": count}
+                         for (where, op), count in sorted(step_syncs.items(), key=lambda kv: (-kv[1], kv[0]))]
     report.leaves_device = [{"where": f.where, "op": f.op, "count": f.count} for f in audit.findings("leaves_device")]
     report.fp32_activations = [{"where": f.where, "op": f.op, "count": f.count, "bytes": f.bytes}
                                for f in audit.findings("fp32")[:20]]

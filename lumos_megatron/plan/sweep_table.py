@@ -24,7 +24,8 @@ class SweepRow(NamedTuple):
     step_time: StepTime
     """Its estimated step time."""
     peak_bytes: Optional[int]
-    """Largest per-rank peak of allocated memory the planner traced; None if not traced."""
+    """Largest per-rank memory the planner requires (the traced peak with the calibration's
+    allocator, CUDA-context and NCCL allowances: ``plan.calibration.verdict``); None if not traced."""
     fits: Optional[bool]
     """Whether that peak fits the GPU (the planner's verdict); None if not traced."""
     note: str = ""

@@ -20,22 +20,24 @@ def run(spec: dict) -> dict:
     """Trace the rank ``spec`` describes; returns the report dict."""
     from lumos_megatron.config import parse_cli
     from lumos_megatron.plan.fake_mode import check_versions, fake_cuda_session, init_fake_process_group
-    from lumos_megatron.plan.step_trace import trace_rank
 
     check_versions()
     cfg = parse_cli(list(spec["argv"]), validate=False)
+    world_size, rank = int(spec["world_size"]), int(spec["rank"])
     with fake_cuda_session(device_name=spec.get("device_name", "fake GPU"),
                            total_memory=int(spec.get("capacity_bytes", 80 * 2**30))):
-        init_fake_process_group(int(spec["rank"]), int(spec["world_size"]))
-        report = trace_rank(cfg, int(spec["world_size"]), int(spec["rank"]), spec["role"], fake=True,
-                            sdpa_kernel=spec.get("sdpa_kernel", "auto"))
-        if spec.get("generate"):
-            from lumos_megatron.plan.generation_trace import trace_generation
+        init_fake_process_group(rank, world_size)
+        if spec.get("mode") == "generate":
+            from lumos_megatron.plan.generation_trace import GenerationShape, trace_generation
 
-            report_json = report.to_json()
-            report_json["generation"] = trace_generation(cfg, spec["generate"])
-            return report_json
-    return report.to_json()
+            g = spec["generate"]
+            shape = GenerationShape(tuple(g["grid"]), int(g["frames"]), int(g["prompt_tokens"]),
+                                    tuple(g["batch_sizes"]))
+            return trace_generation(cfg, world_size, rank, shape, spec.get("sdpa_kernel", "auto")).to_json()
+        from lumos_megatron.plan.step_trace import trace_rank
+
+        return trace_rank(cfg, world_size, rank, spec["role"], fake=True,
+                          sdpa_kernel=spec.get("sdpa_kernel", "auto")).to_json()
 
 
 def main(argv=None) -> int:

@@ -117,8 +117,10 @@ def test_tp3_and_cp_with_sdpa():
     at6 = enumerate_layouts(tiny, 6)
     assert all(c.tp != 3 for c in at6[0])
     assert any(r.tp == 3 and "not divisible by TP=3" in r.reason for r in at6[1])
-    # The same 1B recipe on sdpa (which has a CP attention) gains CP layouts.
-    sdpa = _cfg(RECIPE_1B_384, "model.attention_backend=sdpa")
+    # The same 1B recipe on sdpa (which has a CP attention) gains CP layouts, at lengths where a
+    # dense mask is allowed at all (validation refuses sdpa at 32k: see test_plan_cli).
+    sdpa = _cfg(RECIPE_1B_384, "model.attention_backend=sdpa", "data.seq_length=4096",
+                "data.image_seq_length=2048")
     assert {c.cp for c in candidate_layouts(sdpa, 8)} == {1, 2, 4, 8}
 
 
