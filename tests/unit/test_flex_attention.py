@@ -148,3 +148,40 @@ def test_bench_quick_prints_table():
         assert 0.0 < float(r[7]) < 1.0  # density
     assert rows[2][6] == "n/a"  # no CPU backward for flex
     assert float(rows[2][11]) < 1e-4  # flex output agrees with dense SDPA
+
+
+_TABLES = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
+           "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices")
+
+
+@pytest.mark.parametrize("block", [1, 16, 64, 128])
+def test_tile_tables_equal_torchs_builder_on_random_layouts(block):
+    """The per-tile builder (the default) gives exactly the tables of torch's create_block_mask
+    of the same mask_mod: random prompts, frames, padding, text after the video, lengths that
+    are not multiples of the block."""
+    gen = torch.Generator().manual_seed(block)
+    for _ in range(6):
+        length = int(torch.randint(block + 1, 420, (1,), generator=gen))
+        seg = torch.zeros(3, length, dtype=torch.long)
+        for b in range(3):
+            pos = int(torch.randint(0, 40, (1,), generator=gen))
+            frame = 1
+            while pos < length:
+                size = int(torch.randint(1, 150, (1,), generator=gen))
+                seg[b, pos: pos + size] = frame
+                pos += size + int(torch.randint(0, 3, (1,), generator=gen))  # occasional text between
+                frame += 1
+            seg[b, length - int(torch.randint(0, 30, (1,), generator=gen)):] = 0  # trailing text/padding
+        ours = build_frame_causal_block_mask(seg, block_size=block)
+        torch_eager = build_frame_causal_block_mask(seg, block_size=block, compile=False)
+        for name in _TABLES:
+            assert torch.equal(getattr(ours, name), getattr(torch_eager, name)), (length, name)
+        assert torch.equal(ours.to_dense(), torch_eager.to_dense())
+
+
+def test_tile_tables_without_frames_are_causal():
+    seg = torch.zeros(1, 300, dtype=torch.long)
+    ours = build_frame_causal_block_mask(seg, block_size=64)
+    torch_eager = build_frame_causal_block_mask(seg, block_size=64, compile=False)
+    for name in _TABLES:
+        assert torch.equal(getattr(ours, name), getattr(torch_eager, name))
