@@ -85,3 +85,11 @@ def read_scalars(tb_dir: Path, tag: str) -> List[Tuple[int, float]]:
     if tag not in acc.Tags()["scalars"]:
         raise AssertionError(f"no scalar {tag!r} in {tb_dir}; have {acc.Tags()['scalars']}")
     return sorted((e.step, e.value) for e in acc.Scalars(tag))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every multi-process and end-to-end test is ``slow``: ``pytest -m "not slow"`` is the quick loop."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "distributed" in parts or "e2e" in parts:
+            item.add_marker(pytest.mark.slow)
