@@ -179,39 +179,71 @@ def _patched(owner, name: str, value) -> Iterator[None]:
         setattr(owner, name, old)
 
 
+def _patch_fake_tensor_device_init(stack: contextlib.ExitStack) -> None:
+    """With ``is_available()`` True, FakeTensorMode would initialise the (absent) CUDA runtime for
+    ``torch.tensor(...)`` ('Could not run aten::empty_strided ... CUDA'): keep it on the
+    lift-CPU-then-move path it uses on CPU-only builds. (A subclass would lose flex's
+    higher-order-op rule, which is registered for FakeTensorMode itself.)"""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    stack.enter_context(_patched(FakeTensorMode, "avoid_device_init", property(lambda self: True)))
+
+
+def _patch_rng_tracker(stack: contextlib.ExitStack) -> None:
+    """megatron's CUDA RNG tracker reads and writes ``torch.cuda.default_generators`` (empty
+    without CUDA): it stores a CPU state instead, which nothing on fake tensors ever reads."""
+    from megatron.core.tensor_parallel import random as mc_random
+
+    stack.enter_context(_patched(mc_random, "_get_cuda_rng_state", lambda *a, **k: torch.get_rng_state()))
+    stack.enter_context(_patched(mc_random, "_set_cuda_rng_state", lambda *a, **k: None))
+
+
+def _patch_process_groups(stack: contextlib.ExitStack) -> None:
+    """Side groups megatron asks gloo for go to the fake backend; ``all_gather_object`` is local."""
+    import torch.distributed as dist
+
+    stack.enter_context(_patched(dist, "new_group", _route_gloo_groups(dist.new_group)))
+    stack.enter_context(_patched(dist, "all_gather_object", _all_gather_object_locally))
+
+
+def _patch_grad_buffer_coalescing(stack: contextlib.ExitStack) -> None:
+    """megatron DDP's bucket reduction runs inside ``_coalescing_manager`` (see :class:`_NoCoalescing`)."""
+    from megatron.core.distributed import param_and_grad_buffer
+
+    stack.enter_context(_patched(param_and_grad_buffer, "_coalescing_manager", _NoCoalescing))
+
+
+def _patch_grad_norm(stack: contextlib.ExitStack) -> None:
+    """Every module that imported ``get_grad_norm_fp32`` gets :func:`_grad_norm_without_item`."""
+    from megatron.core.optimizer import clip_grads, distrib_optimizer, optimizer as mc_optimizer
+
+    for module in (clip_grads, mc_optimizer, distrib_optimizer):
+        if hasattr(module, "get_grad_norm_fp32"):
+            stack.enter_context(_patched(module, "get_grad_norm_fp32", _grad_norm_without_item))
+
+
+def _skip_weight_init(stack: contextlib.ExitStack) -> None:
+    """Weight values are irrelevant to a trace, and our initialiser builds full unsharded tensors
+    (then copies each rank's shard) that a real run frees before the step: skipped."""
+    from lumos_megatron.models import lumos_model
+
+    stack.enter_context(_patched(lumos_model, "initialize_lumos_weights", lambda *a, **k: None))
+
+
 @contextlib.contextmanager
 def fake_cuda_session(device_name: str = "fake H100", total_memory: int = 80 * 2**30) -> Iterator[None]:
     """Every fake-mode patch, for the duration of one planner trace (a worker process)."""
-    import torch.distributed as dist
-    from megatron.core.distributed import param_and_grad_buffer
-    from megatron.core.optimizer import clip_grads, distrib_optimizer, optimizer as mc_optimizer
-    from megatron.core.tensor_parallel import random as mc_random
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from lumos_megatron.models import lumos_model
-
     check_versions()
     with contextlib.ExitStack() as stack:
-        _eager_flex_everywhere(stack)
         for name, fn in _cuda_stubs(device_name, total_memory).items():
             stack.enter_context(_patched(torch.cuda, name, fn))
-        # With is_available() True, FakeTensorMode would initialise the (absent) CUDA runtime for
-        # torch.tensor(...) ('Could not run aten::empty_strided ... CUDA'): keep it on the
-        # lift-CPU-then-move path it uses on CPU-only builds. A subclass would lose flex's
-        # higher-order-op rule, which is registered for FakeTensorMode itself.
-        stack.enter_context(_patched(FakeTensorMode, "avoid_device_init", property(lambda self: True)))
-        # megatron's RNG tracker reads torch.cuda.default_generators (empty without CUDA).
-        stack.enter_context(_patched(mc_random, "_get_cuda_rng_state", lambda *a, **k: torch.get_rng_state()))
-        stack.enter_context(_patched(mc_random, "_set_cuda_rng_state", lambda *a, **k: None))
-        stack.enter_context(_patched(dist, "new_group", _route_gloo_groups(dist.new_group)))
-        stack.enter_context(_patched(dist, "all_gather_object", _all_gather_object_locally))
-        stack.enter_context(_patched(param_and_grad_buffer, "_coalescing_manager", _NoCoalescing))
-        for module in (clip_grads, mc_optimizer, distrib_optimizer):
-            if hasattr(module, "get_grad_norm_fp32"):
-                stack.enter_context(_patched(module, "get_grad_norm_fp32", _grad_norm_without_item))
-        # Weight values are irrelevant to a trace, and the initialiser builds full unsharded
-        # tensors that a real run frees before the step.
-        stack.enter_context(_patched(lumos_model, "initialize_lumos_weights", lambda *a, **k: None))
+        _patch_fake_tensor_device_init(stack)
+        _eager_flex_everywhere(stack)
+        _patch_rng_tracker(stack)
+        _patch_process_groups(stack)
+        _patch_grad_buffer_coalescing(stack)
+        _patch_grad_norm(stack)
+        _skip_weight_init(stack)
         yield
 
 

@@ -398,6 +398,104 @@ ADAPTATIONS: Tuple[MegatronAdaptation, ...] = (
         "so the layer forward is written over the model's own modules.",
         "replacement",
     ),
+    # ----------------------------------------------------- planner on fake CUDA (docs/planning.md)
+    _entry(
+        "plan-fake-cuda-device-guard",
+        "plan.fake_device:build_library",
+        "torch's C++ device guard and CUDA hooks (c10::impl::DeviceGuardImplInterface for CUDA, "
+        "at::CUDAHooksInterface); not megatron-core",
+        "A CPU-only torch has no CUDA device guard and CUDA hooks that say 'no CUDA', so autograd aborts "
+        "on the first backward over fake 'cuda' tensors; a 40-line C++ library, preloaded into planner "
+        "workers only, registers a fake guard and hooks.",
+        "cpu-stub",
+    ),
+    _entry(
+        "plan-fake-torch-cuda-answers",
+        "plan.fake_mode:_cuda_stubs",
+        "torch.cuda.{is_available, current_device, get_device_properties, get_rng_state, ...} as "
+        "called by megatron (tensor_parallel/layers.py, distributed/param_and_grad_buffer.py, "
+        "pipeline_parallel/p2p_communication.py) and by our code",
+        "In a planner worker megatron must take its GPU code paths, so torch.cuda says one device of "
+        "the planned GPU's memory exists (the CPU stubs of cpu-torch-cuda-stubs say the opposite).",
+        "cpu-stub",
+    ),
+    _entry(
+        "plan-fake-tensor-device-init",
+        "plan.fake_mode:_patch_fake_tensor_device_init",
+        "torch._subclasses.fake_tensor.FakeTensorMode.avoid_device_init; not megatron-core",
+        "With torch.cuda.is_available() True, FakeTensorMode initialises the CUDA runtime for "
+        "torch.tensor(...), which a CPU build lacks; the property keeps it on its CPU-build path.",
+        "monkeypatch",
+    ),
+    _entry(
+        "plan-eager-flex",
+        "plan.fake_mode:_eager_flex_everywhere",
+        "our models.attention.flex compiled builders; torch.nn.attention.flex_attention."
+        "_FLEX_ATTENTION_DISABLE_COMPILE_DEBUG; not megatron-core",
+        "Dynamo refuses to compile under a dispatch mode ('found no compiled frames'); the trace calls "
+        "flex's higher-order op directly, whose fake rule yields the fused kernel's output and "
+        "logsumexp shapes.",
+        "monkeypatch",
+    ),
+    _entry(
+        "plan-rng-tracker-state",
+        "plan.fake_mode:_patch_rng_tracker",
+        "tensor_parallel/random.py:41 _get_cuda_rng_state and :72 _set_cuda_rng_state",
+        "megatron's CUDA RNG tracker reads torch.cuda.default_generators, empty without CUDA; a CPU state "
+        "stands in (values are never used on fake tensors).",
+        "monkeypatch",
+    ),
+    _entry(
+        "plan-gloo-side-groups",
+        "plan.fake_mode:_route_gloo_groups",
+        "parallel_state.py:408/871/900/960 new_group(backend='gloo') side groups",
+        "ProcessGroupGloo cannot be built on the fake store ('Not implemented'); the side groups get the "
+        "fake backend like every other group.",
+        "monkeypatch",
+    ),
+    _entry(
+        "plan-local-all-gather-object",
+        "plan.fake_mode:_all_gather_object_locally",
+        "optimizer/__init__.py:181 torch.distributed.all_gather_object of the parameter-group keys",
+        "all_gather_object pickles through .numpy(), which fake tensors refuse; every rank's keys are "
+        "this rank's (true of the symmetric layouts the planner traces).",
+        "monkeypatch",
+    ),
+    _entry(
+        "plan-grad-buffer-no-coalescing",
+        "plan.fake_mode:_NoCoalescing",
+        "distributed/param_and_grad_buffer.py:13 (import) and :274 _coalescing_manager around the "
+        "bucket reductions",
+        "torch's fake process-group backend has no allreduce_coalesced_; the bucket collectives run one "
+        "by one (same tensors, same bytes) and the handle waits for nothing.",
+        "monkeypatch",
+    ),
+    _entry(
+        "plan-grad-norm-without-multi-tensor",
+        "plan.fake_mode:_grad_norm_without_item",
+        "optimizer/clip_grads.py:51 get_grad_norm_fp32 (as imported by optimizer/optimizer.py and "
+        "optimizer/distrib_optimizer.py)",
+        "Without apex/TE the multi-tensor L2-norm fallback reads tensor values on the host, which fake "
+        "tensors have none of; the replacement keeps the collectives and the final host read (audited).",
+        "monkeypatch",
+    ),
+    _entry(
+        "plan-skip-weight-init",
+        "plan.fake_mode:_skip_weight_init",
+        "our models.init.initialize_lumos_weights after megatron builds the layers; not megatron-core",
+        "Weight values are irrelevant to a trace, and the initialiser's full unsharded temporaries are "
+        "freed before any real step: skipped so they do not count as step memory.",
+        "monkeypatch",
+    ),
+    _entry(
+        "plan-fused-adam",
+        "plan.fake_mode:fused_adam",
+        "optimizer/__init__.py:360 adam_cls = torch.optim.AdamW (the fallback without TE/apex)",
+        "A GPU install runs TE's or apex's in-place FusedAdam; torch's default foreach AdamW would add a "
+        "transient the size of all parameters. The trace and its CPU validation use torch's fused AdamW, "
+        "in place like FusedAdam.",
+        "replacement",
+    ),
     # ------------------------------------------------------------------------------- training
     _entry(
         "config-owned-lr-schedule",

@@ -123,3 +123,26 @@ def test_docs_table_lists_every_entry():
     text = DOC.read_text(encoding="utf-8")
     missing = [entry.name for entry in ADAPTATIONS if f"`{entry.name}`" not in text]
     assert not missing, f"docs/megatron.md's table lacks the index entries {missing}"
+
+
+FAKE_MODE = Path(__file__).resolve().parents[2] / "lumos_megatron" / "plan" / "fake_mode.py"
+FAKE_MODE_MODULE = "lumos_megatron.plan.fake_mode"
+
+
+def test_every_fake_mode_patch_is_indexed():
+    """The planner's fake-CUDA patches (all in plan/fake_mode.py) each have an index entry: every
+    function fake_cuda_session calls, directly or through an indexed replacement it installs."""
+    tree = ast.parse(FAKE_MODE.read_text(encoding="utf-8"))
+    defined = {node.name: node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    session = defined["fake_cuda_session"]
+    called = {n.func.id for n in ast.walk(session) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    patches = (called & defined.keys()) - {"check_versions", "_patched"}
+    patches |= {"fused_adam"}
+    assert {"_cuda_stubs", "_patch_rng_tracker", "_eager_flex_everywhere"} <= patches, \
+        "the patch discovery found too little; update this test"
+    indexed = {entry.qualname for entry in ADAPTATIONS if entry.module == FAKE_MODE_MODULE}
+    installers = {name for name in patches
+                  if isinstance(defined[name], ast.FunctionDef) and _names_assigned_as_values(defined[name]) & indexed}
+    missing = sorted(patches - indexed - installers)
+    assert not missing, (f"plan/fake_mode.py patches without an entry in "
+                         f"lumos_megatron/platform/megatron_adaptations.py: {missing}")
