@@ -39,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "FLOP/s and links for the sweep's step time (default h100)")
     p.add_argument("--json", dest="json_out", help="write the plan as JSON to this path")
     p.add_argument("--sweep", action="store_true", help="every layout of the world size, ranked among those that fit")
-    p.add_argument("--trace-top", type=int, default=6,
-                   help="with --sweep: trace the N layouts with the best estimated step time (default 6)")
+    p.add_argument("--trace-top", type=int, default=3,
+                   help="with --sweep: trace layouts in order of estimated step time until N fit (default 3)")
+    p.add_argument("--max-traces", type=int, default=None,
+                   help="with --sweep: trace at most this many layouts (default 3 x --trace-top)")
     p.add_argument("--generate", action="store_true",
                    help="plan generation instead: the last frame's AR-DF decoding step with its KV cache")
     p.add_argument("--gen-batch", default="1,2,4,8", help="with --generate: batch sizes (samples; each has a "
@@ -166,6 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.sweep:
             plan = plan_sweep(recipe_argv, cfg, world_size, gpu,
                               gpus_per_node=args.gpus_per_node or gpu.gpus_per_node, trace_top=args.trace_top,
+                              max_traces=args.max_traces,
                               sdpa_kernel=args.sdpa_kernel, jobs=jobs, progress=progress)
             text = plan["table"]
             fits = any(row["fits"] for row in plan["rows"])

@@ -151,32 +151,52 @@ def plan_generation(argv: Sequence[str], cfg: LumosConfig, world_size: int, gpu:
 
 
 def plan_sweep(argv: Sequence[str], cfg: LumosConfig, world_size: int, gpu: GpuSpec, *, gpus_per_node: int,
-               trace_top: int, sdpa_kernel: str = "auto", jobs: int = 1,
-               calibration: Optional[Calibration] = None, progress: Optional[Progress] = None) -> Dict:
-    """Every layout of ``world_size`` the recipe allows (with and without recompute), the
-    ``trace_top`` fastest by estimated step time traced; ranked: fitting by step time first."""
+               trace_top: int, max_traces: Optional[int] = None, sdpa_kernel: str = "auto", jobs: int = 1,
+               calibration: Optional[Calibration] = None, progress: Optional[Progress] = None,
+               trace_cache: Optional[Dict] = None) -> Dict:
+    """Every layout of ``world_size`` the recipe allows (with and without recompute), ranked:
+    fitting by estimated step time first.
+
+    Layouts are traced in order of estimated step time until ``trace_top`` of them fit (or
+    ``max_traces``, default 3 x ``trace_top``, have been traced); the rest are listed untraced.
+    ``trace_cache`` (a dict the caller keeps) reuses traces across calls, e.g. for another GPU:
+    a trace does not depend on the GPU, only its verdict does.
+    """
     from lumos_megatron.plan.layouts import apply_candidate, candidate_layouts, rejected_layouts
     from lumos_megatron.plan.step_time import estimate_step_time
     from lumos_megatron.plan.sweep_table import SweepRow, format_sweep_table, sweep_json
 
     calibration = calibration or load_calibration()
+    max_traces = 3 * trace_top if max_traces is None else max_traces
+    cache = {} if trace_cache is None else trace_cache
     candidates = candidate_layouts(cfg, world_size, gpus_per_node=gpus_per_node, with_recompute_variants=True)
     timed = sorted(((c, estimate_step_time(cfg, c, gpu)) for c in candidates), key=lambda ct: ct[1].total_s)
-    rows = []
-    for index, (candidate, step) in enumerate(timed):
-        if index >= trace_top:
-            rows.append(SweepRow(candidate, step, None, None, "not traced (--trace-top)"))
+    rows, fitting, traced = [], 0, 0
+    for candidate, step in timed:
+        if fitting >= trace_top or traced >= max_traces:
+            rows.append(SweepRow(candidate, step, None, None, "not traced"))
             continue
-        cand_cfg = apply_candidate(cfg, candidate)
-        try:
-            plan = plan_training(list(argv) + list(candidate.overrides), cand_cfg, world_size, gpu,
-                                 sdpa_kernel=sdpa_kernel, jobs=jobs, calibration=calibration, progress=progress)
-        except PlanError as err:
-            rows.append(SweepRow(candidate, step, None, None, str(err).splitlines()[0][:120]))
+        key = (tuple(argv) + tuple(candidate.overrides), world_size, sdpa_kernel)
+        if key not in cache:
+            try:
+                cache[key] = plan_training(list(key[0]), apply_candidate(cfg, candidate), world_size, gpu,
+                                           sdpa_kernel=sdpa_kernel, jobs=jobs, calibration=calibration,
+                                           progress=progress)
+            except PlanError as err:
+                cache[key] = {"error": str(err).splitlines()[0][:120]}
+        traced += 1
+        plan = cache[key]
+        if "error" in plan:
+            rows.append(SweepRow(candidate, step, None, None, plan["error"]))
             continue
-        worst = max(plan["ranks"], key=lambda r: r["verdict"]["required_bytes"])
-        rows.append(SweepRow(candidate, step, worst["verdict"]["required_bytes"], plan["fits"],
-                             f"worst: {worst['role']}"))
+        communicators = communicator_count(candidate.tp, candidate.pp, candidate.cp, candidate.dp)
+        verdicts = [(verdict(r["peak_bytes"], gpu.memory_bytes, communicators,
+                             cfg.model.attention_backend == "flex", calibration), r) for r in plan["ranks"]]
+        worst, worst_rank = max(verdicts, key=lambda vr: vr[0].required_bytes)
+        fits = all(v.fits for v, _ in verdicts)
+        fitting += fits
+        rows.append(SweepRow(candidate, step, worst.required_bytes, fits,
+                             f"worst: {worst_rank['role'].split(' (')[0]}"))
     out = sweep_json(rows, gpu)
     out["table"] = format_sweep_table(rows, gpu)
     out["rejected"] = [{"label": r.label, "reason": r.reason}
