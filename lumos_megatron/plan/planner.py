@@ -150,6 +150,17 @@ def plan_generation(argv: Sequence[str], cfg: LumosConfig, world_size: int, gpu:
             "ranks": ranks, "host_syncs": report["host_syncs"]}
 
 
+def _needs_at_least(candidate, other) -> bool:
+    """Whether ``candidate`` holds at least as much per rank as ``other`` (so, when ``other`` does
+    not fit, neither does it): the same recompute and no more TP, CP or PP. Per-rank model state
+    shrinks with TP and PP (and is independent of CP under the distributed optimizer, which
+    shards over DP x CP), activations with TP and CP; 1F1B's first stage keeps about one model's
+    worth of layer activations whatever PP is. Interleaving is ignored (it adds in-flight
+    micro-batches), so this is a heuristic that only saves traces."""
+    return (candidate.recompute == other.recompute and candidate.tp <= other.tp and candidate.cp <= other.cp
+            and candidate.pp <= other.pp)
+
+
 def plan_sweep(argv: Sequence[str], cfg: LumosConfig, world_size: int, gpu: GpuSpec, *, gpus_per_node: int,
                trace_top: int, max_traces: Optional[int] = None, sdpa_kernel: str = "auto", jobs: int = 1,
                calibration: Optional[Calibration] = None, progress: Optional[Progress] = None,
@@ -159,6 +170,8 @@ def plan_sweep(argv: Sequence[str], cfg: LumosConfig, world_size: int, gpu: GpuS
 
     Layouts are traced in order of estimated step time until ``trace_top`` of them fit (or
     ``max_traces``, default 3 x ``trace_top``, have been traced); the rest are listed untraced.
+    A layout that needs at least as much memory as one that did not fit (:func:`_needs_at_least`)
+    is not traced and listed as not fitting.
     ``trace_cache`` (a dict the caller keeps) reuses traces across calls, e.g. for another GPU:
     a trace does not depend on the GPU, only its verdict does.
     """
@@ -171,10 +184,14 @@ def plan_sweep(argv: Sequence[str], cfg: LumosConfig, world_size: int, gpu: GpuS
     cache = {} if trace_cache is None else trace_cache
     candidates = candidate_layouts(cfg, world_size, gpus_per_node=gpus_per_node, with_recompute_variants=True)
     timed = sorted(((c, estimate_step_time(cfg, c, gpu)) for c in candidates), key=lambda ct: ct[1].total_s)
-    rows, fitting, traced = [], 0, 0
+    rows, fitting, traced, too_big = [], 0, 0, []
     for candidate, step in timed:
         if fitting >= trace_top or traced >= max_traces:
             rows.append(SweepRow(candidate, step, None, None, "not traced"))
+            continue
+        bigger = next((c for c in too_big if _needs_at_least(candidate, c)), None)
+        if bigger is not None:
+            rows.append(SweepRow(candidate, step, None, False, f"not traced: needs at least {bigger.label}"))
             continue
         key = (tuple(argv) + tuple(candidate.overrides), world_size, sdpa_kernel)
         if key not in cache:
@@ -195,6 +212,8 @@ def plan_sweep(argv: Sequence[str], cfg: LumosConfig, world_size: int, gpu: GpuS
         worst, worst_rank = max(verdicts, key=lambda vr: vr[0].required_bytes)
         fits = all(v.fits for v, _ in verdicts)
         fitting += fits
+        if not fits:
+            too_big.append(candidate)
         rows.append(SweepRow(candidate, step, worst.required_bytes, fits,
                              f"worst: {worst_rank['role'].split(' (')[0]}"))
     out = sweep_json(rows, gpu)
