@@ -8,10 +8,21 @@ less than float64 would), and the history pattern is deterministic and evenly sp
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import List
 
 import torch
+
+
+@functools.lru_cache(maxsize=4096)
+def scheduled_mask_len(num_tokens: int, step: int, steps: int) -> int:
+    """``floor(N · cos(π/2 · (s+1)/T))`` in float32: the cosine count of step ``step`` (0-based)
+    of ``steps`` before :func:`masked_after_step` clamps it to what is still masked. Cached: the
+    same few values serve every frame of every sample."""
+    ratio = torch.tensor((step + 1) / steps, dtype=torch.float32)
+    mask_ratio = torch.cos(ratio * math.pi / 2)  # float32, as the official cosine_schedule
+    return int(torch.floor(num_tokens * mask_ratio).item())  # a CPU scalar: no device involved
 
 
 def masked_after_step(num_tokens: int, step: int, steps: int, currently_masked: int) -> int:
@@ -23,10 +34,7 @@ def masked_after_step(num_tokens: int, step: int, steps: int, currently_masked: 
     """
     if step == steps - 1:
         return 0
-    ratio = torch.tensor((step + 1) / steps, dtype=torch.float32)
-    mask_ratio = torch.cos(ratio * math.pi / 2)  # float32, as the official cosine_schedule
-    mask_len = int(torch.floor(num_tokens * mask_ratio).item())
-    return max(1, min(currently_masked - 1, mask_len))
+    return max(1, min(currently_masked - 1, scheduled_mask_len(num_tokens, step, steps)))
 
 
 def unmask_schedule(num_tokens: int, steps: int) -> List[int]:

@@ -16,7 +16,7 @@ from typing import List, Literal, Optional, Tuple
 
 import torch
 
-from lumos_megatron.ardf.inference_schedule import masked_after_step
+from lumos_megatron.ardf.inference_schedule import scheduled_mask_len
 from lumos_megatron.vocab import LumosVocab
 
 TemperatureSchedule = Literal["official", "per_frame"]
@@ -64,10 +64,11 @@ class FrameState:
     """The Gumbel temperature carried into the next step."""
 
     @classmethod
-    def start(cls, num_tokens: int, vocab: LumosVocab, temperature: float) -> "FrameState":
-        """Every position masked."""
-        return cls(torch.full((num_tokens,), vocab.mask, dtype=torch.long),
-                   torch.ones(num_tokens, dtype=torch.bool), temperature)
+    def start(cls, num_tokens: int, vocab: LumosVocab, temperature: float,
+              device: Optional[torch.device] = None) -> "FrameState":
+        """Every position masked (on ``device``: where the sample's generator draws)."""
+        return cls(torch.full((num_tokens,), vocab.mask, dtype=torch.long, device=device),
+                   torch.ones(num_tokens, dtype=torch.bool, device=device), temperature)
 
 
 def decode_step(state: FrameState, cond_logits: torch.Tensor, uncond_logits: torch.Tensor, step: int,
@@ -87,16 +88,28 @@ def decode_step(state: FrameState, cond_logits: torch.Tensor, uncond_logits: tor
     selected = torch.gather(probs, -1, sampled.unsqueeze(-1))[:, 0]
     selected = torch.where(state.unknown, selected, torch.full_like(selected, torch.finfo(torch.float32).max))
     num_tokens = sampled.numel()
-    mask_len = masked_after_step(num_tokens, step, steps, int(state.unknown.sum()))
     temperature = state.temperature * (1.0 - (step + 1) / steps)
     uniform = torch.zeros_like(selected).uniform_(0, 1, generator=generator)  # drawn at every step
     gumbel = -torch.log(torch.clamp(-torch.log(torch.clamp(uniform, min=_TINY)), min=_TINY))
     confidence = torch.log(torch.clamp(selected, min=_TINY)) + temperature * gumbel
     if step == steps - 1:
         return FrameState(sampled, torch.zeros_like(state.unknown), temperature)
-    cut = torch.sort(confidence).values[mask_len]
+    # masked_after_step's clamp to [1, still masked - 1], on the device: reading the masked count
+    # back (int(unknown.sum())) would stall the host on the GPU at every step.
+    mask_len = torch.clamp(torch.clamp(state.unknown.sum() - 1, max=scheduled_mask_len(num_tokens, step, steps)),
+                           min=1)
+    cut = torch.sort(confidence).values.gather(0, mask_len.view(1))
     remask = confidence < cut
     return FrameState(torch.where(remask, torch.full_like(sampled, vocab.mask), sampled), remask, temperature)
+
+
+def block_tensor(template: torch.Tensor, code_offsets: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """The frame block as a LongTensor on ``codes``' device: ``template`` (``frame_template`` as a
+    tensor on that device) with ``codes`` at ``code_offsets``. No host round trip, unlike
+    :func:`frame_block`, so the decoding loop builds each step's block with it."""
+    block = template.clone()
+    block[code_offsets] = codes
+    return block
 
 
 def frame_block(grid: Tuple[int, int], codes: torch.Tensor, vocab: LumosVocab) -> List[int]:

@@ -1,15 +1,17 @@
 """Where the sampler gets the logits of a frame block: a KV cache, or a full forward each step.
 
-Both answer ``frame_logits(rows, contexts, blocks, code_offsets)``: for each row (one sequence,
-e.g. a sample's conditional prompt), the fp32 logits ``[R, N, V]`` at the ``N`` code positions of
-``blocks[i]`` placed after ``contexts[i]``. Contexts only ever grow by finished frames, which the
+Both answer ``frame_logits(rows, contexts, blocks, code_offsets, layout=None)``: for each row (one
+sequence, e.g. a sample's conditional prompt), the fp32 logits ``[R, N, V]`` at the ``N`` code
+positions of ``blocks[i]`` placed after ``contexts[i]``. A block is a list of ids or a LongTensor
+(the decoding loop keeps it on the device, ``frame_decoding.block_tensor``); for tensors,
+``layout`` is the frame template whose structure (not its codes) gives the positions. Contexts only ever grow by finished frames, which the
 cached provider forwards once (together with the next block) and keeps; the full provider is the
 plain definition, used as the reference and for pipeline-parallel models.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -17,8 +19,16 @@ from lumos_megatron.inference.kv_cache import LayerKVCache
 from lumos_megatron.models.inputs import build_model_inputs
 
 
-def _right_pad(seqs: List[List[int]], pad: int) -> torch.Tensor:
-    out = torch.full((len(seqs), max(len(s) for s in seqs)), pad, dtype=torch.long)
+Block = Union[List[int], torch.Tensor]
+"""A frame block: token ids as a list, or a LongTensor [len] on any device."""
+
+
+def _as_list(block: Block) -> List[int]:
+    return block.tolist() if isinstance(block, torch.Tensor) else list(block)
+
+
+def _right_pad(seqs: List[List[int]], pad: int, width: Optional[int] = None) -> torch.Tensor:
+    out = torch.full((len(seqs), width or max(len(s) for s in seqs)), pad, dtype=torch.long)
     for i, s in enumerate(seqs):
         out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
     return out
@@ -30,9 +40,10 @@ class FullForwardLogits:
     def __init__(self, model):
         self.model = model
 
-    def frame_logits(self, rows: List[int], contexts: List[List[int]], blocks: List[List[int]],
-                     code_offsets: torch.Tensor) -> torch.Tensor:
-        seqs = [c + b for c, b in zip(contexts, blocks)]
+    def frame_logits(self, rows: List[int], contexts: List[List[int]], blocks: List[Block],
+                     code_offsets: torch.Tensor, layout: Optional[List[int]] = None) -> torch.Tensor:
+        # The reference path parses every sequence from its values on the host anyway.
+        seqs = [c + _as_list(b) for c, b in zip(contexts, blocks)]
         logits = self.model.forward_logits(_right_pad(seqs, self.model.vocab.pad))
         index = torch.stack([len(c) + code_offsets for c in contexts]).to(logits.device)
         return logits.gather(1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
@@ -45,6 +56,8 @@ class CachedLogits:
         self.model = model
         self.cache = LayerKVCache(model._model, num_rows, capacity, model.device)
         self._inputs: Dict[int, Tuple[int, torch.Tensor, torch.Tensor]] = {}
+        self._step_key = None
+        self._step_inputs = None
 
     def _row_inputs(self, row: int, context: List[int], block: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Positions [3, L] and segment ids [L] of context + block, parsed once per frame (decoding
@@ -59,25 +72,45 @@ class CachedLogits:
             self._inputs[row] = known
         return known[1], known[2]
 
-    def frame_logits(self, rows: List[int], contexts: List[List[int]], blocks: List[List[int]],
-                     code_offsets: torch.Tensor) -> torch.Tensor:
+    def frame_logits(self, rows: List[int], contexts: List[List[int]], blocks: List[Block],
+                     code_offsets: torch.Tensor, layout: Optional[List[int]] = None) -> torch.Tensor:
+        device = self.model.device
+        key = (tuple(rows), tuple(len(c) for c in contexts), tuple(self.cache.lengths[r] for r in rows))
+        if self._step_key != key:
+            self._step_key, self._step_inputs = key, self._step_tensors(rows, contexts, blocks, code_offsets, layout)
+        pos, seg, index, prefixes, query_lengths, keeps = self._step_inputs
+        # Only the block changes between the steps of a frame: every other input is reused, and
+        # a block already on the device is written in place (no host round trip per step).
+        tokens = prefixes.clone()
+        for i, (block, keep) in enumerate(zip(blocks, keeps)):
+            block = torch.as_tensor(block, dtype=torch.long)
+            tokens[i, keep: keep + block.numel()] = block.to(device, non_blocking=True)
+        return self.cache.forward(rows, tokens, pos, seg, query_lengths, keeps, index)
+
+    def _step_tensors(self, rows, contexts, blocks, code_offsets, layout):
+        """The device inputs of a step that depend on the contexts only: positions, segments, the
+        logits index, and the tokens with the not-yet-cached context in place and padding."""
         device = self.model.device
         news, keeps, positions, segments = [], [], [], []
         for row, context, block in zip(rows, contexts, blocks):
             start = self.cache.lengths[row]
             if start > len(context):
                 raise ValueError(f"row {row}: the context shrank below what is cached")
-            pos, seg = self._row_inputs(row, context, block)
-            news.append(context[start:] + block)
+            if isinstance(block, torch.Tensor) and layout is None:
+                raise ValueError("a tensor block needs layout= (its frame template) for the positions")
+            structure = layout if isinstance(block, torch.Tensor) else list(block)
+            pos, seg = self._row_inputs(row, context, structure)
+            news.append(context[start:] + structure)
             keeps.append(len(context) - start)
             positions.append(pos[:, start:])
             segments.append(seg[start:])
         q = max(len(n) for n in news)
-        tokens = _right_pad(news, self.model.vocab.pad).to(device)
+        prefixes = _right_pad([n[:k] for n, k in zip(news, keeps)], self.model.vocab.pad, width=q)
         pos = torch.zeros(3, len(rows), q, dtype=torch.long)
         seg = torch.full((len(rows), q), -1, dtype=torch.long)
         for i, (p, s) in enumerate(zip(positions, segments)):
             pos[:, i, : p.shape[1]] = p
             seg[i, : s.numel()] = s
-        index = torch.stack([k + code_offsets for k in keeps]).to(device)
-        return self.cache.forward(rows, tokens, pos.to(device), seg.to(device), [len(n) for n in news], keeps, index)
+        index = torch.stack([k + code_offsets for k in keeps])
+        return (pos.to(device), seg.to(device), index.to(device), prefixes.to(device),
+                [len(n) for n in news], keeps)

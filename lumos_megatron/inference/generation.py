@@ -11,7 +11,6 @@ official order (``frame_decoding``), so its tokens do not depend on the batch it
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -21,6 +20,7 @@ from lumos_megatron.ardf.inference_schedule import history_mask_indices
 from lumos_megatron.inference.frame_decoding import (
     FrameState,
     TemperatureSchedule,
+    block_tensor,
     code_positions,
     decode_step,
     frame_block,
@@ -28,6 +28,7 @@ from lumos_megatron.inference.frame_decoding import (
     mask_history,
 )
 from lumos_megatron.inference.frame_logits import CachedLogits, FullForwardLogits
+from lumos_megatron.tokenizers.video.base import latent_frames_for
 
 
 @dataclass
@@ -68,7 +69,9 @@ class VideoRequest:
     generator: torch.Generator
     """This sample's random stream, consumed in the official order."""
     num_latent_frames: Optional[int] = None
-    """Every latent frame of the video, given ones included (default ceil((fps·duration − 1)/4) + 1)."""
+    """Every latent frame of the video, given ones included (default: ``latent_frames_for(fps·duration)``,
+    the count of a tokenizer with the standard temporal compression; callers with another
+    tokenizer pass its ``latent_frames(fps·duration)``)."""
     given_frames: List[List[int]] = field(default_factory=list)
     """Complete frame blocks (8197 … 8196) that open the video (I2V), cached clean."""
 
@@ -76,7 +79,7 @@ class VideoRequest:
         """Latent frames of the whole video."""
         if self.num_latent_frames is not None:
             return self.num_latent_frames
-        return math.ceil((self.fps * self.duration - 1) / 4) + 1
+        return latent_frames_for(self.fps * self.duration)
 
 
 def _check(requests: Sequence[VideoRequest], vocab) -> Tuple[Tuple[int, int], int]:
@@ -114,16 +117,25 @@ def generate_batch(model, requests: Sequence[VideoRequest], settings: SamplerSet
         provider = FullForwardLogits(model)
     temperatures = [settings.temperature] * batch
     generated: List[List[List[int]]] = [[] for _ in requests]
+    layout = frame_template(vocab, grid)
+    # The block template and code offsets once per device a generator lives on: each step's
+    # blocks are then assembled where the states are, without a host round trip.
+    on_device = {}
+    for r in requests:
+        device = r.generator.device
+        if device not in on_device:
+            on_device[device] = (torch.tensor(layout, dtype=torch.long).to(device), codes.to(device))
     for frame in range(to_generate):
         if settings.temperature_schedule == "per_frame":
             temperatures = [settings.temperature] * batch
-        states = [FrameState.start(codes.numel(), vocab, t) for t in temperatures]
+        states = [FrameState.start(codes.numel(), vocab, t, r.generator.device)
+                  for t, r in zip(temperatures, requests)]
         for step in range(settings.steps):
-            blocks = [frame_block(grid, s.tokens, vocab) for s in states] * 2  # cond rows, then uncond
+            blocks = [block_tensor(*on_device[s.tokens.device], s.tokens) for s in states] * 2  # cond, then uncond
             row_groups = [list(range(2 * batch))] if settings.batch_cfg else [list(range(batch)),
                                                                               list(range(batch, 2 * batch))]
             logits = torch.cat([provider.frame_logits(rows, [contexts[r] for r in rows], [blocks[r] for r in rows],
-                                                      codes) for rows in row_groups])
+                                                      codes, layout=layout) for rows in row_groups])
             states = [_decode(states[i], logits[i], logits[batch + i], step, settings, vocab, requests[i].generator)
                       for i in range(batch)]
             if on_step is not None:
@@ -140,7 +152,8 @@ def generate_batch(model, requests: Sequence[VideoRequest], settings: SamplerSet
 
 def _decode(state: FrameState, cond: torch.Tensor, uncond: torch.Tensor, step: int, settings: SamplerSettings,
             vocab, generator: torch.Generator) -> FrameState:
-    # The draws happen where the generator lives (a CPU generator reproduces CPU samples).
+    # The draws happen where the generator lives (a CPU generator reproduces CPU samples; one on
+    # the model's device keeps the [N, V] logits there: no host copy).
     device = generator.device
     state = FrameState(state.tokens.to(device), state.unknown.to(device), state.temperature)
     return decode_step(state, cond.to(device), uncond.to(device), step, settings.steps, settings.cfg_scale,

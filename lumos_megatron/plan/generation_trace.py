@@ -94,8 +94,8 @@ def trace_generation(cfg: LumosConfig, world_size: int, rank: int, shape: Genera
     TP-only world; the process must be a planner worker in ``plan.fake_mode.fake_cuda_session``
     with the fake process group initialised."""
     from lumos_megatron.inference.frame_logits import CachedLogits
-    from lumos_megatron.inference.generation import SamplerSettings, _decode
-    from lumos_megatron.inference.frame_decoding import FrameState
+    from lumos_megatron.inference.frame_decoding import FrameState, block_tensor, decode_step
+    from lumos_megatron.inference.generation import SamplerSettings
     from lumos_megatron.inference.model_loader import InferenceModel
     from lumos_megatron.models.inputs import build_model_inputs
     from lumos_megatron.models.lumos_model import build_model_chunks
@@ -126,6 +126,10 @@ def trace_generation(cfg: LumosConfig, world_size: int, rank: int, shape: Genera
             chunk.eval()
         model = InferenceModel(cfg, vocab, chunks, torch.device("cuda"), Path("<planned>"))
         report.parameter_bytes = audit.live_bytes
+        device = torch.device("cuda")
+        template = torch.tensor(block, dtype=torch.long).to(device)
+        codes_on_device = codes.to(device)
+        generator = torch.Generator()
         for batch in shape.batch_sizes:
             rows = 2 * batch  # conditional rows, then unconditional ones (batched CFG)
             audit.begin("cache")
@@ -136,11 +140,15 @@ def trace_generation(cfg: LumosConfig, world_size: int, rank: int, shape: Genera
             audit.peak_bytes = audit.live_bytes
             audit.record = batch == shape.batch_sizes[-1]  # findings of one step: the last size's
             audit.begin("step")
-            logits = provider.frame_logits(list(range(rows)), [context] * rows, [block] * rows, codes)
-            generator = torch.Generator()  # the sampler draws on the CPU (generation._decode)
-            states = [FrameState.start(codes.numel(), vocab, settings.temperature) for _ in range(batch)]
-            states = [_decode(states[i], logits[i], logits[batch + i], 0, settings, vocab, generator)
-                      for i in range(batch)]
+            # As generate_batch's step with the samples' generators on the model's device: the
+            # blocks are assembled and the sampler runs there. (A CPU build cannot create a CUDA
+            # generator; fake tensors draw nothing, so a CPU one stands in for the draws.)
+            states = [FrameState.start(codes.numel(), vocab, settings.temperature, device)
+                      for _ in range(batch)]
+            blocks = [block_tensor(template, codes_on_device, s.tokens) for s in states] * 2
+            logits = provider.frame_logits(list(range(rows)), [context] * rows, blocks, codes, layout=block)
+            states = [decode_step(states[i], logits[i], logits[batch + i], 0, settings.steps, settings.cfg_scale,
+                                  vocab, generator) for i in range(batch)]
             step = audit.end("step")
             audit.record = False
             report.batches.append({
