@@ -116,5 +116,6 @@ setup(
     cmdclass=build_cmdclass(),
     entry_points={"console_scripts": ["lumos-train=lumos_megatron.train:main",
                                       "lumos-generate=lumos_megatron.generate:main",
-                                      "lumos-plan=lumos_megatron.plan.cli:main"]},
+                                      "lumos-plan=lumos_megatron.plan.cli:main",
+                                      "lumos-evaluate=lumos_megatron.evaluate:main"]},
 )
