@@ -10,7 +10,8 @@
 4. train      a tiny Lumos model with AR-DF under torchrun, 2 processes, tensor parallel (TP=2),
               with evaluation, checkpoints and TensorBoard (python -m lumos_megatron.train)
 5. generate   a T2V sample for a training caption, an I2V sample from a training clip's first
-              frame (python -m lumos_megatron.generate)
+              frame (python -m lumos_megatron.generate, with the tokenizers the checkpoint
+              recorded: no tokenizer flags)
 6. report     side-by-side GIFs (source | tokenizer reconstruction | generated), the loss curves,
               PSNRs against the source clip next to the tokenizer ceiling and a random-token floor
 
@@ -165,8 +166,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def generate(out: Path, s: Settings, ckpt: Path, video: str, text: str, manifest: Path) -> dict:
-    """Stage 5: a T2V and an I2V sample (the generator skips samples already written)."""
+def generate(out: Path, s: Settings, ckpt: Path, manifest: Path) -> dict:
+    """Stage 5: a T2V and an I2V sample (the generator skips samples already written). Training
+    recorded the data's tokenizers in the checkpoint, so generate needs no tokenizer flags."""
     rows = list(csv.DictReader(open(manifest)))
     source = rows[0]  # bigbuckbunny's first window
     from lumos_megatron.data.video.media import load_media
@@ -176,9 +178,8 @@ def generate(out: Path, s: Settings, ckpt: Path, video: str, text: str, manifest
     first = out / "i2v_first_frame.png"
     write_png(clip[0], first)
     size = f"{clip.shape[2]}x{clip.shape[1]}"
-    common = [sys.executable, "-m", "lumos_megatron.generate", "--load", ckpt, "--video-tokenizer", video,
-              "--text-tokenizer", text, "--fps", s.fps, "--duration", s.duration, "--resolution", size,
-              "--steps", s.generate_steps, "--seed", 0]
+    common = [sys.executable, "-m", "lumos_megatron.generate", "--load", ckpt, "--fps", s.fps,
+              "--duration", s.duration, "--resolution", size, "--steps", s.generate_steps, "--seed", 0]
     _run([*common, "--task", "t2v", "--prompt", source["caption"], "--out", out / "samples" / "t2v"],
          "generating a T2V sample")
     _run([*common, "--task", "i2v", "--prompt", source["caption"], "--image", first, "--out", out / "samples" / "i2v"],
@@ -235,7 +236,7 @@ def main(argv=None) -> int:
     video, text = train_tokenizers(out, s, manifest)
     data = pretokenize(out, s, manifest, video, text)
     ckpt = train(out, s, data)
-    generated = generate(out, s, ckpt, video, text, manifest)
+    generated = generate(out, s, ckpt, manifest)
     summary = write_report(out, s, video, generated)
     summary["wall_seconds"] = round(time.time() - start, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

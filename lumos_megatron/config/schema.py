@@ -178,9 +178,14 @@ class DataConfig:
     """Streaming mode: decode and tokenize this manifest's videos inside the loader (GPU) instead of
     reading pre-tokenized shards; needs video_tokenizer and text_tokenizer."""
     video_tokenizer: Optional[str] = None
-    """Streaming mode: video tokenizer spec (cosmos:DIR or fsq:CKPT.pt, as tools/pretokenize.py)."""
+    """Video tokenizer spec (cosmos:DIR or fsq:CKPT.pt, as tools/pretokenize.py takes). Streaming
+    mode encodes with it. Checkpoints record it (None: the one named by the pre-tokenized
+    datasets' dataset.json), and lumos_megatron.generate decodes with it unless given
+    --video-tokenizer."""
     text_tokenizer: Optional[str] = None
-    """Streaming mode: text tokenizer spec (hf:tokenizer.json or sp:MODEL.model)."""
+    """Text tokenizer spec (hf:tokenizer.json or sp:MODEL.model). Streaming mode encodes with it.
+    Checkpoints record it (None: the one named by the datasets' dataset.json), and
+    lumos_megatron.generate uses it unless given --text-tokenizer."""
     media_fps: float = 12.0
     """Streaming mode: sampled frame rate (official 12)."""
     media_duration: float = 2.0

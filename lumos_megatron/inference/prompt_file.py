@@ -2,7 +2,8 @@
 ``prompt`` and optional ``image`` and ``seed`` (the format of the official evaluation prompt sets).
 
 A line that cannot be used becomes a :class:`SkippedPrompt` (written to ``skipped.jsonl``) and the
-others still run.
+others still run. ``write_seeded_prompt_set`` turns a prompt list into an evaluation set of
+prompts × seeds (one JSONL line per sample, e.g. VBench's five seeds per prompt).
 """
 
 from __future__ import annotations
@@ -80,3 +81,29 @@ def read_prompt_file(path: str | Path) -> Tuple[List[PromptRecord], List[Skipped
         except ValueError as err:
             skipped.append(SkippedPrompt(index, line, str(err)))
     return records, skipped
+
+
+def write_seeded_prompt_set(source: str | Path, seeds: List[int], destination: str | Path) -> int:
+    """An evaluation set of ``source``'s prompts × ``seeds`` as JSONL (prompt-major: every seed of
+    prompt 0, then prompt 1, ...): ``{"prompt", "image"?, "seed", "prompt_index"}`` per line, image
+    paths absolute. Returns the number of lines. Raises ValueError when ``source`` has unusable
+    lines (an evaluation set should not silently lose prompts) or ``seeds`` is empty."""
+    if not seeds:
+        raise ValueError("give at least one seed")
+    records, skipped = read_prompt_file(source)
+    if skipped:
+        first = skipped[0]
+        raise ValueError(f"{source}: {len(skipped)} unusable line(s), e.g. prompt {first.index}: {first.reason}")
+    lines = []
+    for record in records:
+        for seed in seeds:
+            item = {"prompt": record.caption, "seed": int(seed), "prompt_index": record.index}
+            if record.image is not None:
+                item["image"] = str(Path(record.image).resolve())
+            lines.append(json.dumps(item))
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_name(f".{destination.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    tmp.replace(destination)
+    return len(lines)

@@ -1,5 +1,7 @@
-"""One ``lumos_megatron.generate`` run: set-up checks, prompt preparation, batched generation,
-and the outputs of every sample (MP4, GIF, first-frame PNG, JSON with settings and tokens)."""
+"""One ``lumos_megatron.generate`` run: set-up checks, the share of the prompt set of this rank's
+data-parallel group (``prompt_sharding``), prompt preparation, batched generation, and the
+outputs of every sample (MP4, GIF, first-frame PNG, JSON with settings and tokens) and of the run
+(``skipped.jsonl``, ``index.jsonl``)."""
 
 from __future__ import annotations
 
@@ -7,22 +9,24 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
-import torch.distributed as dist
 
 from lumos_megatron.inference.prompt_file import PromptRecord, SkippedPrompt, read_prompt_file
+from lumos_megatron.inference.prompt_sharding import RunGroups, balance_samples, write_index
 from lumos_megatron.inference.tasks import (
     TASK_DEFAULTS,
     check_fits,
     conditioning_frame,
+    conditioning_frame_size,
     frame_size,
     latent_frame_count,
     latent_grid,
     task_prompt_ids,
     video_codes,
 )
+from lumos_megatron.vocab import frame_block_length
 
 
 class GenerationSetupError(ValueError):
@@ -44,20 +48,77 @@ def _choose(value, default):
     return default if value is None else value
 
 
+def _check_args(args, world_size: int) -> None:
+    """Argument combinations that cannot work, before anything is loaded."""
+    if bool(args.prompt) == bool(args.prompts):
+        raise GenerationSetupError("give exactly one of --prompt TEXT and --prompts FILE")
+    if args.image and (not args.prompt or args.task != "i2v"):
+        raise GenerationSetupError("--image goes with --prompt and --task i2v (a prompt file gives 'image' per line)")
+    if args.task == "i2v" and args.prompt and not args.image:
+        raise GenerationSetupError("--task i2v needs --image for --prompt")
+    if args.task == "t2i" and (args.fps is not None or args.duration is not None):
+        raise GenerationSetupError("--fps and --duration do not apply to --task t2i (one frame, written as "
+                                   "1 frame at 1 fps); drop them or use --task t2v")
+    if args.steps < 1 or args.batch_size < 1 or not 0.0 <= args.history_mask_ratio <= 1.0:
+        raise GenerationSetupError("--steps and --batch-size must be >= 1 and --history-mask-ratio in [0, 1]")
+    tp = args.tensor_model_parallel_size
+    if tp is not None and (tp < 1 or world_size % tp):
+        raise GenerationSetupError(f"--tensor-model-parallel-size {tp} must be >= 1 and divide the number of "
+                                   f"processes ({world_size})")
+
+
+def tokenizer_specs(args, recorded) -> Dict[str, Tuple[str, str]]:
+    """``{"video_tokenizer"|"text_tokenizer": (spec, where it came from)}``: the flag when given,
+    else what the checkpoint's training run recorded (``recorded``: its ``data`` config section)."""
+    specs = {}
+    for name, flag in (("video_tokenizer", "--video-tokenizer"), ("text_tokenizer", "--text-tokenizer")):
+        given, stored = getattr(args, name), getattr(recorded, name, None)
+        if given:
+            specs[name] = (given, flag)
+        elif stored:
+            specs[name] = (stored, f"data.{name} of the checkpoint's run_config.yaml")
+        else:
+            raise GenerationSetupError(f"no {flag} given and the checkpoint {args.load} records none (its "
+                                       f"run_config.yaml has no data.{name}); pass {flag}")
+    return specs
+
+
+def _device(args, world_size: int) -> Optional[torch.device]:
+    if args.device is None:
+        return None
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise GenerationSetupError(f"--device {args.device!r}: expected cpu, cuda or cuda:N") from None
+    from lumos_megatron.platform.distributed import default_backend
+
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GenerationSetupError(f"--device {args.device}: CUDA is not available on this machine")
+    if device.type == "cpu" and world_size > 1 and default_backend() == "nccl":
+        raise GenerationSetupError("--device cpu under torchrun needs a machine without CUDA (the ranks "
+                                   "talk over NCCL, which moves only GPU tensors)")
+    return device
+
+
 class GenerationRun:
     """Everything a run needs, checked before any generation starts."""
 
-    def __init__(self, args, model, text_tokenizer, video_tokenizer, records, skipped):
-        self.args, self.model = args, model
-        self.text_tokenizer, self.video_tokenizer = text_tokenizer, video_tokenizer
+    def __init__(self, args, model, text_tokenizer, video_tokenizer, specs: Dict[str, str],
+                 records: List[PromptRecord], skipped: List[SkippedPrompt], groups: RunGroups):
+        self.args, self.model, self.groups = args, model, groups
+        self.text_tokenizer, self.video_tokenizer, self.specs = text_tokenizer, video_tokenizer, specs
         self.records, self.skipped = records, skipped
         defaults = TASK_DEFAULTS[args.task]
-        self.fps = 1 if args.task == "t2i" else _choose(args.fps, defaults.fps)
-        self.duration = 1 if args.task == "t2i" else _choose(args.duration, defaults.duration)
+        self.fps = _choose(args.fps, defaults.fps)
+        self.duration = _choose(args.duration, defaults.duration)
         self.resolution = _choose(args.resolution, defaults.resolution)
-        self.frames = latent_frame_count(args.task, self.fps, self.duration)
+        self.frames = latent_frame_count(args.task, self.fps, self.duration, video_tokenizer.temporal_compression)
+        self.to_generate = self.frames - (1 if args.task == "i2v" else 0)
         self.out = Path(args.out)
-        self.is_writer = not dist.is_initialized() or dist.get_rank() == 0
+        self.is_main = groups.is_main
+        sample_device = getattr(args, "sample_device", "model")
+        self.sample_device = model.device if sample_device == "model" else torch.device("cpu")
+        """Where the samples' generators draw (``--sample-device``)."""
         from lumos_megatron.inference.generation import SamplerSettings
 
         self.settings = SamplerSettings(
@@ -68,14 +129,10 @@ class GenerationRun:
     @classmethod
     def from_args(cls, args) -> "GenerationRun":
         """Check the arguments and load model and tokenizers; ``GenerationSetupError`` otherwise."""
-        if bool(args.prompt) == bool(args.prompts):
-            raise GenerationSetupError("give exactly one of --prompt TEXT and --prompts FILE")
-        if args.image and (not args.prompt or args.task != "i2v"):
-            raise GenerationSetupError("--image goes with --prompt and --task i2v (a prompt file gives 'image' per line)")
-        if args.task == "i2v" and args.prompt and not args.image:
-            raise GenerationSetupError("--task i2v needs --image for --prompt")
-        if args.steps < 1 or args.batch_size < 1 or not 0.0 <= args.history_mask_ratio <= 1.0:
-            raise GenerationSetupError("--steps and --batch-size must be >= 1 and --history-mask-ratio in [0, 1]")
+        from lumos_megatron.platform.distributed import detect_distributed_env
+
+        world_size = detect_distributed_env().world_size
+        _check_args(args, world_size)
         try:
             if args.prompt:
                 records, skipped = [PromptRecord(0, args.prompt, args.image)], []
@@ -86,30 +143,76 @@ class GenerationRun:
         except (FileNotFoundError, ValueError) as err:
             raise GenerationSetupError(str(err)) from None
         from lumos_megatron.checkpoint.directory import CheckpointError
+        from lumos_megatron.checkpoint.run_config import read_run_config, resolve_checkpoint_dir
         from lumos_megatron.config import ConfigError
         from lumos_megatron.inference.model_loader import load_model
         from lumos_megatron.tokenizers.text import load_text_tokenizer
         from lumos_megatron.tokenizers.video.spec import load_video_tokenizer
 
+        try:  # the tokenizers first: a missing one is reported before the model loads
+            specs = tokenizer_specs(args, read_run_config(resolve_checkpoint_dir(args.load)).data)
+        except CheckpointError as err:
+            raise GenerationSetupError(f"--load {args.load}: {err}") from None
+        device = _device(args, world_size)
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, None: None}[args.dtype]
-        if dtype is None:
-            dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        if dtype is None:  # bf16 where the model runs on a GPU
+            on_gpu = device.type == "cuda" if device is not None else torch.cuda.is_available()
+            dtype = torch.bfloat16 if on_gpu else torch.float32
         try:
-            model = load_model(args.load, dtype=dtype)
+            model = load_model(args.load, dtype=dtype, device=device,
+                               tensor_parallel_size=args.tensor_model_parallel_size,
+                               attention_backend=args.attention_backend)
         except (CheckpointError, ConfigError, ValueError) as err:
             raise GenerationSetupError(f"--load {args.load}: {err}") from None
+        loaded = {}
+        for name, load in (("text_tokenizer", lambda spec: load_text_tokenizer(spec, model.vocab)),
+                           ("video_tokenizer", lambda spec: load_video_tokenizer(spec, device=device))):
+            spec, source = specs[name]
+            try:
+                loaded[name] = load(spec)
+            except (FileNotFoundError, ValueError, RuntimeError, OSError) as err:
+                raise GenerationSetupError(f"{name.replace('_', ' ')} {spec} (from {source}): {err}") from None
+        run = cls(args, model, loaded["text_tokenizer"], loaded["video_tokenizer"],
+                  {name: spec for name, (spec, _) in specs.items()}, records, skipped, RunGroups())
         try:
-            text_tokenizer = load_text_tokenizer(args.text_tokenizer, model.vocab)
-            video_tokenizer = load_video_tokenizer(args.video_tokenizer)
-        except (FileNotFoundError, ValueError, RuntimeError, OSError) as err:
-            raise GenerationSetupError(f"tokenizer: {err}") from None
-        run = cls(args, model, text_tokenizer, video_tokenizer, records, skipped)
-        try:
-            check_fits(None if args.task == "i2v" else latent_grid(*size), video_tokenizer.codebook_size, model.vocab)
+            grid = None if args.task == "i2v" else latent_grid(*size, run.video_tokenizer.spatial_compression)
+            check_fits(grid, run.video_tokenizer.codebook_size, model.vocab)
         except ValueError as err:
             raise GenerationSetupError(str(err)) from None
         return run
 
+    # ------------------------------------------------------------------------------ the plan
+    def _planned_size(self, record: PromptRecord) -> Optional[Tuple[int, int]]:
+        try:
+            if self.args.task == "i2v":
+                return conditioning_frame_size(record.image, self.resolution) if record.image else None
+            return frame_size(self.resolution)
+        except ValueError:  # its preparation fails and says why (skipped.jsonl)
+            return None
+
+    def _plan(self) -> Dict[str, int]:
+        """``{sample name: data-parallel group}`` of every sample not written yet (global rank 0)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        pending = [r for r in self.records if not (self.out / f"{r.name}.json").is_file()]
+        sizes = [self._planned_size(r) for r in pending]
+        spatial = self.video_tokenizer.spatial_compression
+        costs = [0 if s is None else frame_block_length(*latent_grid(*s, spatial)) * self.to_generate for s in sizes]
+        owners = balance_samples(costs, self.groups.data_parallel_size, sizes)
+        return {r.name: owner for r, owner in zip(pending, owners)}
+
+    def _shared_plan(self) -> Dict[str, int]:
+        plan = None
+        if self.is_main:
+            try:
+                plan = self._plan()
+            except Exception as err:  # noqa: BLE001 - every rank must leave the broadcast, then fail
+                plan = RuntimeError(f"planning the prompt set failed: {type(err).__name__}: {err}")
+        plan = self.groups.broadcast(plan)
+        if isinstance(plan, Exception):
+            raise plan
+        return plan
+
+    # ------------------------------------------------------------------------------ samples
     def _prepare(self, record: PromptRecord) -> PreparedSample:
         vocab, given = self.model.vocab, []
         if self.args.task == "i2v":
@@ -121,52 +224,55 @@ class GenerationRun:
             size = frame_size(self.resolution)
         prompt = task_prompt_ids(record.caption, self.args.task, size[0], size[1], self.fps, self.duration,
                                  self.text_tokenizer, vocab)
-        check_fits(latent_grid(*size), self.video_tokenizer.codebook_size, vocab,
-                   self.model.config.model.max_position_embeddings, len(prompt), self.frames)
+        check_fits(latent_grid(*size, self.video_tokenizer.spatial_compression), self.video_tokenizer.codebook_size,
+                   vocab, self.model.config.model.max_position_embeddings, len(prompt), self.frames)
         return PreparedSample(record, prompt, given, size)
 
-    def _already_written(self) -> set:
-        names = {r.name for r in self.records if (self.out / f"{r.name}.json").is_file()} if self.is_writer else None
-        if dist.is_initialized():  # every rank must skip the same samples
-            shared = [names]
-            dist.broadcast_object_list(shared, src=0)
-            names = shared[0]
-        return names
+    def _seed(self, record: PromptRecord) -> int:
+        return record.seed if record.seed is not None else self.args.seed + record.index
 
     def run(self) -> Tuple[int, List[dict]]:
-        """Generate every prompt not yet written; returns (samples written, skipped records)."""
+        """Generate this group's share of the samples not yet written; returns (samples written by
+        all groups, skipped records of the whole prompt set)."""
         from lumos_megatron.data.video.errors import MediaError
         from lumos_megatron.tokenizers.text.prompt import CaptionError
 
-        if self.is_writer:
-            self.out.mkdir(parents=True, exist_ok=True)
-        done = self._already_written()
+        plan = self._shared_plan()
         prepared: List[PreparedSample] = []
-        skipped = list(self.skipped)
+        skipped: List[SkippedPrompt] = []
         for record in self.records:
-            if record.name in done:
+            if plan.get(record.name) != self.groups.data_parallel_rank:
                 continue
             try:
                 prepared.append(self._prepare(record))
             except (CaptionError, MediaError, ValueError, OSError) as err:
                 skipped.append(SkippedPrompt(record.index, record.caption, f"{type(err).__name__}: {err}"))
-        if self.is_writer and (skipped or (self.out / "skipped.jsonl").exists()):
+        # Every group's skips (its TP ranks report the same ones), in prompt order.
+        merged = {s.index: s.record() for s in self.skipped}
+        for records in self.groups.gather([s.record() for s in skipped]):
+            merged.update({r["index"]: r for r in records})
+        skipped_records = [merged[i] for i in sorted(merged)]
+        if self.is_main and (skipped_records or (self.out / "skipped.jsonl").exists()):
             with open(self.out / "skipped.jsonl", "w", encoding="utf-8") as f:
-                for s in skipped:
-                    f.write(json.dumps(s.record()) + "\n")
-        batches = self._batches(prepared)
+                for s in skipped_records:
+                    f.write(json.dumps(s) + "\n")
         bar = None
-        if self.is_writer and not self.args.no_progress:
+        if self.is_main and not self.args.no_progress:
             from tqdm import tqdm
 
-            to_generate = self.frames - (1 if self.args.task == "i2v" else 0)
-            bar = tqdm(total=len(prepared) * to_generate * self.settings.steps, desc="generate", unit="step")
+            bar = tqdm(total=len(prepared) * self.to_generate * self.settings.steps, desc="generate", unit="step")
         written = 0
-        for batch in batches:
+        for batch in self._batches(prepared):
             written += self._generate(batch, bar)
         if bar is not None:
             bar.close()
-        return written, [s.record() for s in skipped]
+        # The gather waits for every group, so every sample file exists when the index is written.
+        written = sum(self.groups.gather(written))
+        if self.is_main:
+            write_index(self.out, [{"name": r.name, "index": r.index, "prompt": r.caption, "image": r.image,
+                                    "seed": self._seed(r) if r.name in plan else None,
+                                    "data_parallel_rank": plan.get(r.name)} for r in self.records])
+        return written, skipped_records
 
     def _batches(self, prepared: List[PreparedSample]) -> List[List[PreparedSample]]:
         groups: dict = {}
@@ -178,13 +284,18 @@ class GenerationRun:
     def _generate(self, batch: List[PreparedSample], bar) -> int:
         from lumos_megatron.inference.generation import VideoRequest, generate_batch
 
-        grid = latent_grid(*batch[0].size)
-        seeds = [s.record.seed if s.record.seed is not None else self.args.seed + s.record.index for s in batch]
-        requests = [VideoRequest(s.prompt_ids, grid, self.fps, self.duration, torch.Generator().manual_seed(seed),
-                                 self.frames, s.given_frames) for s, seed in zip(batch, seeds)]
+        grid = latent_grid(*batch[0].size, self.video_tokenizer.spatial_compression)
+        seeds = [self._seed(s.record) for s in batch]
+        # One generator per sample, seeded by the sample alone: its tokens do not depend on the
+        # group or the batch that generates it. On the model's device (default) the sampler's
+        # [N, V] logits never leave it; on the CPU the draws equal a CPU run's on any machine.
+        device = self.sample_device
+        requests = [VideoRequest(s.prompt_ids, grid, self.fps, self.duration,
+                                 torch.Generator(device=device).manual_seed(seed), self.frames, s.given_frames)
+                    for s, seed in zip(batch, seeds)]
         tokens = generate_batch(self.model, requests, self.settings,
                                 on_step=(lambda frame, step: bar.update(len(batch))) if bar is not None else None)
-        if not self.is_writer:
+        if not self.groups.writes_samples:
             return 0
         for sample, seed, video in zip(batch, seeds, tokens):
             self._write(sample, seed, video, grid)
@@ -203,7 +314,9 @@ class GenerationRun:
             "seed": seed, "width": sample.size[0], "height": sample.size[1], "latent_grid": list(grid),
             "fps": self.fps, "duration": self.duration, "latent_frames": self.frames, "rgb_frames": len(frames),
             "sampler": asdict(self.settings), "checkpoint": str(self.model.checkpoint),
-            "text_tokenizer": self.args.text_tokenizer, "video_tokenizer": self.args.video_tokenizer,
+            "text_tokenizer": self.specs["text_tokenizer"], "video_tokenizer": self.specs["video_tokenizer"],
+            "data_parallel_rank": self.groups.data_parallel_rank,
+            "sample_device": str(self.sample_device),
             "prompt_ids": sample.prompt_ids, "video_tokens": tokens,
         }
         tmp = base.with_name(f".{base.name}.json.tmp")
@@ -215,4 +328,3 @@ class GenerationRun:
         from lumos_megatron.platform.distributed import shutdown_distributed
 
         shutdown_distributed()
-

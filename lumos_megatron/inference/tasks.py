@@ -1,8 +1,9 @@
 """T2I / T2V / I2V: frame sizes, prompts and the I2V conditioning frame (docs/method.md §5.1).
 
 * T2I: one latent frame at 448x256, "1 frames at 1 frames per second", guidance 16.
-* T2V: ``fps · duration`` RGB frames (12 fps, 2 s: 7 latent frames), guidance 15; the frame size
-  from the official target sizes (352 → 448x256, 528 → 672x384, 656 → 768x480) or ``WxH``.
+* T2V: ``fps · duration`` RGB frames (12 fps, 2 s: 7 latent frames with a 4x temporal tokenizer),
+  guidance 15; the frame size from the official target sizes (352 → 448x256, 528 → 672x384,
+  656 → 768x480) or ``WxH``.
 * I2V: the image is cropped as at pre-tokenization (the resolution bucket closest to its aspect
   ratio), encoded by the video tokenizer as a one-frame video, and opens the video (cached clean).
 """
@@ -16,8 +17,9 @@ import torch
 
 from lumos_megatron.tokenizers.text.base import TextTokenizer
 from lumos_megatron.tokenizers.text.prompt import build_prompt_ids
+from lumos_megatron.tokenizers.video.base import latent_frames_for
 from lumos_megatron.inference.frame_decoding import frame_block
-from lumos_megatron.vocab import LumosVocab, parse_layout
+from lumos_megatron.vocab import LumosVocab, frame_block_length, parse_layout
 
 Task = Literal["t2i", "t2v", "i2v"]
 TASKS = ("t2i", "t2v", "i2v")
@@ -38,6 +40,8 @@ TASK_DEFAULTS = {
     "t2v": TaskDefaults(cfg_scale=15.0, fps=12, duration=2, resolution="352"),
     "i2v": TaskDefaults(cfg_scale=15.0, fps=12, duration=2, resolution="352"),
 }
+_VIDEO_WRAPPER_TOKENS = 4
+"""Tokens of a video around its frame blocks: the video start, duration, fps and video end."""
 OFFICIAL_FRAME_SIZES = {352: (448, 256), 528: (672, 384), 656: (768, 480)}
 """T2V target size → (width, height) of the official inference dictionary."""
 
@@ -63,16 +67,19 @@ def frame_size(resolution: str) -> Tuple[int, int]:
     return width, height
 
 
-def latent_grid(width: int, height: int, spatial_compression: int = 8) -> Tuple[int, int]:
-    """(H_l, W_l) of a frame of ``width`` x ``height`` pixels."""
+def latent_grid(width: int, height: int, spatial_compression: int) -> Tuple[int, int]:
+    """(H_l, W_l) of a frame of ``width`` x ``height`` pixels for a video tokenizer whose latent
+    token covers ``spatial_compression`` pixels along each side (its ``spatial_compression``)."""
     return height // spatial_compression, width // spatial_compression
 
 
-def latent_frame_count(task: Task, fps: int, duration: int) -> int:
-    """Latent frames of the whole video: 1 for T2I, ``ceil((fps·duration − 1)/4) + 1`` otherwise."""
+def latent_frame_count(task: Task, fps: int, duration: int, temporal_compression: int) -> int:
+    """Latent frames of the whole video: 1 for T2I, otherwise the video tokenizer's count for
+    ``fps · duration`` RGB frames (``latent_frames_for``: the first frame alone, then one latent
+    frame per ``temporal_compression`` frames)."""
     if task == "t2i":
         return 1
-    return -(-(fps * duration - 1) // 4) + 1
+    return latent_frames_for(fps * duration, temporal_compression)
 
 
 def task_prompt_ids(caption: str, task: Task, width: int, height: int, fps: int, duration: int,
@@ -99,6 +106,24 @@ def conditioning_frame(image_path: str, resolution: str, video_tokenizer, vocab:
     frames = crop_frames(load_image(image_path), sizes)
     codes = video_tokenizer.encode(frames)[0]  # [H_l, W_l]
     return frame_block_of_codes(codes, vocab), (frames.shape[2], frames.shape[1])
+
+
+def conditioning_frame_size(image_path: str, resolution: str) -> Optional[Tuple[int, int]]:
+    """The (width, height) that ``conditioning_frame`` will crop ``image_path`` to, from the image
+    header alone (no decoding); None when the file cannot be opened as an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    from lumos_megatron.data.video.crop import crop_sizes_for, select_crop_size
+
+    text = str(resolution).lower()
+    if "x" in text:
+        return frame_size(text)
+    try:
+        with Image.open(image_path) as image:
+            width, height = image.size
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    return select_crop_size(width, height, crop_sizes_for(int(text)))
 
 
 def frame_block_of_codes(codes: torch.Tensor, vocab: LumosVocab) -> List[int]:
@@ -131,7 +156,7 @@ def check_fits(grid: Optional[Tuple[int, int]], codebook_size: int, vocab: Lumos
             vocab.size_token_for_latents(n)
         except ValueError as err:
             raise ValueError(f"latent {what} {n} cannot be written as a size token: {err}") from None
-    length = prompt_length + 4 + frames * (3 + rows * (cols + 1) + 1)
+    length = prompt_length + _VIDEO_WRAPPER_TOKENS + frames * frame_block_length(rows, cols)
     if max_positions is not None and length > max_positions:
         raise ValueError(f"the video needs {length} tokens, more than the model's max_position_embeddings "
                          f"({max_positions})")

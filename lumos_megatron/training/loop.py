@@ -47,8 +47,10 @@ def _checkpoint_hooks(cfg: LumosConfig, parallel_layout, chunks, optimizer, sche
     if not cfg.checkpoint.save:
         return None
     from lumos_megatron.checkpoint.save import save_checkpoint
+    from lumos_megatron.data.tokenizer_record import with_recorded_tokenizers
 
-    run_config = dump_config(cfg)
+    # The tokenizers go into every checkpoint, so that generation finds them (--load C alone).
+    run_config = dump_config(with_recorded_tokenizers(cfg))
 
     def save(progress: TrainProgress) -> None:
         save_checkpoint(cfg.checkpoint.save, progress, chunks, optimizer, scheduler, parallel_layout,

@@ -1,7 +1,7 @@
 """``python -m lumos_megatron.generate`` on CPU: a tiny trained checkpoint, an (untrained) FSQ video
 tokenizer and a sentencepiece text tokenizer; T2V, T2I and I2V write MP4/GIF/PNG/JSON per prompt,
-TP=2 under torchrun writes the same tokens, bad inputs behave as documented, and a re-run skips
-finished samples."""
+TP=2 under torchrun writes the same tokens, bad inputs behave as documented, a re-run skips
+finished samples, and without tokenizer flags the checkpoint's recorded tokenizers are used."""
 
 import json
 import os
@@ -11,10 +11,29 @@ import sys
 import av
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from conftest import TINY_RECIPE, _free_port, run_train
 
+
+
+def _write_dataset(root, video, text):
+    """Pre-tokenized mock samples whose dataset.json names the tokenizers (as tools/pretokenize.py
+    writes it): training records them in its checkpoints."""
+    from lumos_megatron.config import parse_cli
+    from lumos_megatron.data.indexed import ShardWriter
+    from lumos_megatron.data.mock import MockVideoDataset
+    from lumos_megatron.vocab import LumosVocab
+
+    cfg = parse_cli(["--config", str(TINY_RECIPE), "model.vocab_size=66536"])
+    mock = MockVideoDataset(cfg, LumosVocab(vocab_size=cfg.model.vocab_size))
+    writer = ShardWriter(str(root), 0)
+    for i in range(16):
+        writer.add(mock[i][0], {"latent_frames": mock.frames, "latent_grid": list(mock.grid)})
+    writer.finalize()
+    settings = {"video_tokenizer": video, "text_tokenizer": text}
+    (root / "dataset.json").write_text(json.dumps({"settings": settings, "number_tokens": [], "version": 1}))
 
 
 @pytest.fixture(scope="module")
@@ -23,26 +42,30 @@ def assets(tmp_path_factory):
     from lumos_megatron.tokenizers.text import train_sentencepiece
 
     tmp = tmp_path_factory.mktemp("generate")
-    # 65,536 text ids + the FSQ tokenizer's 1,000 codes
-    proc = run_train(["--config", str(TINY_RECIPE), "model.vocab_size=66536", "--train-iters", "2",
+    captions = ["a red ball rolls on the grass", "a cat sleeps on a sofa", "waves crash on the beach"]
+    text = f"sp:{train_sentencepiece(captions * 5, tmp / 'text', 300)}"
+    video = default_video_tokenizer(str(tmp))
+    _write_dataset(tmp / "data", video, text)
+    # 65,536 text ids + the FSQ tokenizer's 1,000 codes; trained on the data above, so its
+    # checkpoints record the tokenizers.
+    proc = run_train(["--config", str(TINY_RECIPE), "model.vocab_size=66536", "data.mock=false",
+                      "--data-path", str(tmp / "data"), "--split", "100,0,0", "--train-iters", "2",
                       "--save", str(tmp / "ckpt")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     small = run_train(["--config", str(TINY_RECIPE), "--train-iters", "1", "--save", str(tmp / "ckpt_64_codes")])
     assert small.returncode == 0, small.stderr[-3000:]
-    captions = ["a red ball rolls on the grass", "a cat sleeps on a sofa", "waves crash on the beach"]
-    text = train_sentencepiece(captions * 5, tmp / "text", 300)
-    video = default_video_tokenizer(str(tmp))
     Image.fromarray((np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)).save(tmp / "cond.png")
     (tmp / "broken.png").write_bytes(b"not an image")
-    return tmp, f"sp:{text}", video
+    return tmp, text, video
 
 
-def _generate(assets, *args, load=None, nproc=1):
+def _generate(assets, *args, load=None, nproc=1, tokenizer_flags=True):
     tmp, text, video = assets
     launcher = [sys.executable] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(_free_port())]
-    cmd = [*launcher, "-m", "lumos_megatron.generate", "--load", str(load or tmp / "ckpt"),
-           "--video-tokenizer", video, "--text-tokenizer", text, "--resolution", "32x32", "--steps", "3", *args]
+    flags = ["--video-tokenizer", video, "--text-tokenizer", text] if tokenizer_flags else []
+    cmd = [*launcher, "-m", "lumos_megatron.generate", "--load", str(load or tmp / "ckpt"), *flags,
+           "--resolution", "32x32", "--steps", "3", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LUMOS_STRICT_CPU": "1"}
     return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
 
@@ -125,3 +148,18 @@ def test_bad_inputs(assets):
     image = _generate(assets, "--task", "i2v", "--prompt", "x", "--image", str(tmp / "broken.png"),
                       "--out", str(tmp / "bad4"))
     assert "broken.png" in _one_error_line(image)
+
+
+def test_tokenizers_default_to_the_checkpoints(assets):
+    tmp, text, video = assets
+    recorded = yaml.safe_load(next((tmp / "ckpt").glob("iter_*/run_config.yaml")).read_text())["data"]
+    assert (recorded["video_tokenizer"], recorded["text_tokenizer"]) == (video, text)
+    proc = _generate(assets, "--task", "t2i", "--prompt", "a cat", "--out", str(tmp / "t2i_recorded"),
+                     "--no-progress", tokenizer_flags=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = _check_sample(tmp / "t2i_recorded", "sample_00000", 1, "t2i")
+    assert info["video_tokenizer"] == video and info["text_tokenizer"] == text
+    # A checkpoint trained on mock data records none: one line naming the flag.
+    none = _generate(assets, "--prompt", "x", "--out", str(tmp / "bad5"), load=tmp / "ckpt_64_codes",
+                     tokenizer_flags=False)
+    assert "no --video-tokenizer given" in _one_error_line(none)

@@ -2,7 +2,8 @@
 names follow ``<model>_<size>_<stage>_<ngpu>gpu_<hardware>_<dtype>.yaml`` and fit their GPU count,
 the official hyper-parameters (docs/method.md §6.3) are what the recipes say, and the SLURM/torchrun
 scripts are valid bash. Their dry runs (fake ``srun``/``scontrol``/``squeue``/``torchrun`` on
-PATH) produce a trainer command line that the loader accepts, and the signal path of the
+PATH) produce a trainer command line that the loader accepts (and, for the evaluation-set
+launcher, a generate command line over prompts x seeds), and the signal path of the
 single-node launcher really delivers SIGUSR1 to the workers.
 """
 
@@ -51,6 +52,7 @@ PRODUCTION = [p for p in ALL_RECIPES if p.name not in NON_PRODUCTION]
 LIB = SLURM / "_lib.sh"  # sourced by the sbatch scripts, not a launcher
 SCRIPTS = sorted(p for p in list(SLURM.glob("*.sh")) + list(SLURM.glob("*.sbatch")) if p != LIB)
 SBATCH = sorted(SLURM.glob("*.sbatch"))
+TRAIN_SCRIPTS = [p for p in SCRIPTS if p.name.startswith("train_")]  # the others generate
 EXIT_FLAG = "--exit-duration-in-mins"
 
 
@@ -203,7 +205,7 @@ def test_sbatch_directives_match_the_launch_style(path):
         assert tasks == gpus, "srun launcher: one task per GPU"
 
 
-@pytest.mark.parametrize("path", SCRIPTS, ids=_ids(SCRIPTS))
+@pytest.mark.parametrize("path", TRAIN_SCRIPTS, ids=_ids(TRAIN_SCRIPTS))
 def test_recipes_named_by_scripts_exist_and_validate(path):
     named = re.findall(r"examples/recipes/[\w.\-]+\.yaml", path.read_text())
     assert named, f"{path.name} names no default recipe"
@@ -386,3 +388,29 @@ def test_single_node_launcher_forwards_sigusr1_to_the_workers(tmp_path):
     assert rc == 0, log
     assert all((out / f"worker{r}.usr1").exists() for r in (0, 1)), log
     assert json.loads((out / "torchrun.json").read_text())["usr1_ignored"]
+
+
+@pytest.mark.skipif(BASH is None, reason="needs bash")
+def test_generate_eval_sbatch_dry_run(tmp_path):
+    from lumos_megatron.generate import _parser
+    from lumos_megatron.inference.prompt_file import read_prompt_file
+
+    (tmp_path / "prompts.txt").write_text("a red ball rolls\na cat sleeps\n")
+    record = tmp_path / "fake_torchrun"  # records its arguments instead of starting workers
+    record.write_text(f'#!/bin/bash\n"{sys.executable}" -c "import json, sys; '
+                      f'json.dump(sys.argv[1:], open(\'{tmp_path}/torchrun.json\', \'w\'))" "$@"\n')
+    record.chmod(0o755)
+    env = _dry_env(tmp_path, LOAD=str(tmp_path / "ckpt"), PROMPTS=str(tmp_path / "prompts.txt"), TP="2",
+                   TORCHRUN=str(record), SLURM_JOB_NAME="eval")
+    res = subprocess.run([BASH, str(SLURM / "generate_eval_torchrun.sbatch"), "--batch-size", "4"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "8 model copies" in res.stdout  # 2 nodes x 8 GPUs / TP 2
+    argv = json.loads((tmp_path / "torchrun.json").read_text())
+    assert argv[argv.index("--nnodes") + 1] == "2" and argv[argv.index("--nproc-per-node") + 1] == "8"
+    args = _parser().parse_args(argv[argv.index("lumos_megatron.generate") + 1:])
+    assert args.tensor_model_parallel_size == 2 and args.batch_size == 4 and args.task == "t2v"
+    records, skipped = read_prompt_file(args.prompts)
+    assert not skipped and len(records) == 10  # 2 prompts x the 5 default seeds
+    assert [(r.caption, r.seed) for r in records[4:6]] == [("a red ball rolls", 4), ("a cat sleeps", 0)]
+    assert args.out == str(tmp_path / "run")
