@@ -35,7 +35,9 @@ def _right_pad(seqs: List[List[int]], pad: int, width: Optional[int] = None) -> 
 
 
 class FullForwardLogits:
-    """Every step forwards each row's whole explicit sequence (no cache)."""
+    """Every step forwards each row's whole explicit sequence (no cache); the logits are computed
+    at the block's code positions only (``InferenceModel.forward_logits(positions=)``), so this
+    path also serves pipeline-parallel models without [R, L, V] logits."""
 
     def __init__(self, model):
         self.model = model
@@ -44,9 +46,9 @@ class FullForwardLogits:
                      code_offsets: torch.Tensor, layout: Optional[List[int]] = None) -> torch.Tensor:
         # The reference path parses every sequence from its values on the host anyway.
         seqs = [c + _as_list(b) for c, b in zip(contexts, blocks)]
-        logits = self.model.forward_logits(_right_pad(seqs, self.model.vocab.pad))
-        index = torch.stack([len(c) + code_offsets for c in contexts]).to(logits.device)
-        return logits.gather(1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+        index = torch.stack([len(c) + code_offsets for c in contexts])
+        # Only the block's code positions reach the output layer: never [R, L, V] logits.
+        return self.model.forward_logits(_right_pad(seqs, self.model.vocab.pad), positions=index)
 
 
 class CachedLogits:

@@ -109,7 +109,10 @@ class LayerKVCache:
         for i, r in enumerate(rows):
             self.lengths[r] += keep[i]
         picked = hidden.gather(0, logits_index.t().unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # [N, R, h]
-        logits, _ = model.output_layer(model.decoder.final_layernorm(picked))
+        # Tied embeddings: megatron's output layer holds no weight of its own and is handed the
+        # embedding's (as GPTModel._postprocess does).
+        weight = model.shared_embedding_or_output_weight() if model.share_embeddings_and_output_weights else None
+        logits, _ = model.output_layer(model.decoder.final_layernorm(picked), weight=weight)
         return gather_from_tensor_model_parallel_region(logits).float().transpose(0, 1).contiguous()
 
     def _mask(self, rows, segments, query_lengths, past, device) -> torch.Tensor:

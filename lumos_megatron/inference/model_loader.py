@@ -41,8 +41,10 @@ class InferenceModel:
         self._model = chunks[0]
 
     @torch.no_grad()
-    def forward_logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens`` LongTensor ``[B, L]`` (or ``[L]``) → fp32 logits ``[B, L, V]``.
+    def forward_logits(self, tokens: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``tokens`` LongTensor ``[B, L]`` (or ``[L]``) → fp32 logits ``[B, L, V]``, or with
+        ``positions`` (long ``[B, N]``) only those positions' logits, ``[B, N, V]``: the output
+        layer then runs on N rows per sequence, and pipeline stages exchange only them.
 
         Position i's logits predict token i + 1 (no shift applied). The frame-causal mask and the
         MM-RoPE positions are derived from the tokens; right padding with the pad id is causal
@@ -60,16 +62,20 @@ class InferenceModel:
         if isinstance(mask, torch.Tensor):
             mask = mask.to(self.device)
         batch, length = tokens.shape
+        if positions is not None:
+            positions = torch.as_tensor(positions, dtype=torch.long).reshape(batch, -1).to(self.device)
+        rows = length if positions is None else positions.shape[1]
         first, last = ps.is_pipeline_first_stage(), ps.is_pipeline_last_stage()
         if not first:  # activations of the previous stage: [s, b, hidden]
             hidden = torch.empty(length, batch, self.config.model.hidden_size,
                                  dtype=next(self._model.parameters()).dtype, device=self.device)
             dist.recv(hidden, src=ps.get_pipeline_model_parallel_prev_rank())
             self._model.set_input_tensor(hidden)
-        out = self._model(input_ids=tokens, position_ids=inputs.position_ids.to(self.device), attention_mask=mask)
+        out = self._model(input_ids=tokens, position_ids=inputs.position_ids.to(self.device), attention_mask=mask,
+                          logit_positions=positions)
         if not last:
             dist.send(out.contiguous(), dst=ps.get_pipeline_model_parallel_next_rank())
-            logits = torch.empty(batch, length, self.config.model.vocab_size, dtype=torch.float32, device=self.device)
+            logits = torch.empty(batch, rows, self.config.model.vocab_size, dtype=torch.float32, device=self.device)
         else:
             logits = gather_from_tensor_model_parallel_region(out).float().contiguous()
         if ps.get_pipeline_model_parallel_world_size() > 1:

@@ -63,8 +63,10 @@ class LumosModel(GPTModel):
         self.visual_loss_vocab = objective.vocab if objective.fused_visual_loss else None
         self.loss_chunk_rows = objective.loss_chunk_rows
         self._loss_rows: Optional[torch.Tensor] = None
+        self._logit_positions: Optional[torch.Tensor] = None
 
-    def forward(self, *args, loss_rows: Optional[torch.Tensor] = None, **kwargs):
+    def forward(self, *args, loss_rows: Optional[torch.Tensor] = None,
+                logit_positions: Optional[torch.Tensor] = None, **kwargs):
         """``GPTModel.forward`` plus ``loss_rows``: the fused loss's rows of this micro-batch
         (``losses.reference.visual_loss_rows`` of ``labels``, long ``[N]``), precomputed on the
         data side so that the loss selects them without a host sync (docs/megatron.md §3).
@@ -72,18 +74,27 @@ class LumosModel(GPTModel):
         megatron's forward does not carry extra arguments to ``_postprocess``, so they are held
         on the instance for the duration of this call only. Only the last pipeline stage reads
         them; other stages and every caller without them (inference, conversion) are unaffected.
+
+        ``logit_positions`` (inference, long ``[b, N]``): the last stage computes the logits of
+        these positions only, ``[b, N, V/tp]``, instead of every position's ``[b, s, V/tp]`` (a
+        13k-token row is 6.7 GB of fp32 logits; generation needs one frame block's).
         """
-        self._loss_rows = loss_rows
+        self._loss_rows, self._logit_positions = loss_rows, logit_positions
         try:
             return super().forward(*args, **kwargs)
         finally:
             # Never leak one micro-batch's rows into the next call (e.g. a forward without them).
-            self._loss_rows = None
+            self._loss_rows = self._logit_positions = None
 
     def _postprocess(self, hidden_states, labels=None, **kwargs):
         """megatron's post-processing, with output layer + loss replaced by the fused visual CE
         when training AR-DF (gpt_model.py:685-714 in 0.16.1; see docs/megatron.md §3); the loss
         rows are the ones :meth:`forward` received (None: the loss finds them itself)."""
+        positions = getattr(self, "_logit_positions", None)
+        if positions is not None and labels is None and self.post_process:
+            # [s, b, h] -> the [N, b, h] rows asked for; megatron's output layer then sees only them.
+            index = positions.t().to(hidden_states.device).unsqueeze(-1).expand(-1, -1, hidden_states.shape[-1])
+            hidden_states = hidden_states.gather(0, index)
         fused = (self.visual_loss_vocab is not None and labels is not None and self.post_process
                  and self.config.mtp_num_layers is None)
         if not fused:

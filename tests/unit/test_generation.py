@@ -194,3 +194,51 @@ def test_cache_batching_and_cfg_order_do_not_change_tokens(model):
     per_frame = generate_batch(model, requests(), SamplerSettings(steps=4, cfg_scale=15.0,
                                                                   temperature_schedule="per_frame"))
     assert per_frame[0][:27] == together[0][:27]  # the first frame is the same either way
+
+
+def _count_lm_head_rows(model, monkeypatch):
+    """Wrap the output layer: the number of rows (positions x sequences) each call receives."""
+    layer = model._model.output_layer
+    seen = []
+    original = layer.forward
+
+    def counting(x, *args, **kwargs):
+        seen.append(x.shape[0] * x.shape[1])  # [positions, batch, hidden]
+        return original(x, *args, **kwargs)
+
+    monkeypatch.setattr(layer, "forward", counting)
+    return seen
+
+
+def test_no_path_builds_full_sequence_logits(model, monkeypatch):
+    """Both providers run the LM head on the block's code positions only: rows x N, never rows x L."""
+    from lumos_megatron.inference.frame_decoding import code_positions, frame_template
+    from lumos_megatron.inference.frame_logits import CachedLogits, FullForwardLogits
+
+    seen = _count_lm_head_rows(model, monkeypatch)
+    contexts = [PROMPT + [9004, 8806, 8816], [9004, 8806, 8816]]
+    block = frame_template(model.vocab, GRID)
+    codes = code_positions(GRID)
+    full = FullForwardLogits(model).frame_logits([0, 1], contexts, [block, block], codes)
+    cached = CachedLogits(model, 2, 200).frame_logits([0, 1], contexts, [block, block], codes)
+    assert full.shape == cached.shape == (2, codes.numel(), model.vocab.vocab_size)
+    assert seen == [2 * codes.numel(), 2 * codes.numel()]
+    assert ((cached - full).abs().max() / full.abs().max()).item() <= 1e-5
+
+
+def test_tied_embeddings_generate_with_the_cache(tmp_path):
+    from lumos_megatron.inference import load_model
+    from lumos_megatron.inference.frame_decoding import code_positions, frame_template
+    from lumos_megatron.inference.frame_logits import CachedLogits, FullForwardLogits
+
+    proc = run_train(["--config", str(TINY_RECIPE), "model.tie_embeddings=true", "--train-iters", "1",
+                      "--save", str(tmp_path / "ckpt")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tied = load_model(tmp_path / "ckpt")
+    assert tied._model.share_embeddings_and_output_weights
+    contexts = [PROMPT + [9004, 8806, 8816]]
+    current = [frame_template(tied.vocab, GRID)]
+    codes = code_positions(GRID)
+    got = CachedLogits(tied, 1, 200).frame_logits([0], contexts, current, codes)
+    ref = FullForwardLogits(tied).frame_logits([0], contexts, current, codes)
+    assert ((got - ref).abs().max() / ref.abs().max()).item() <= 1e-5
