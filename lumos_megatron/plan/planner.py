@@ -150,15 +150,15 @@ def plan_generation(argv: Sequence[str], cfg: LumosConfig, world_size: int, gpu:
             "ranks": ranks, "host_syncs": report["host_syncs"]}
 
 
-def _needs_at_least(candidate, other) -> bool:
-    """Whether ``candidate`` holds at least as much per rank as ``other`` (so, when ``other`` does
-    not fit, neither does it): the same recompute and no more TP, CP or PP. Per-rank model state
-    shrinks with TP and PP (and is independent of CP under the distributed optimizer, which
-    shards over DP x CP), activations with TP and CP; 1F1B's first stage keeps about one model's
-    worth of layer activations whatever PP is. Interleaving is ignored (it adds in-flight
-    micro-batches), so this is a heuristic that only saves traces."""
+def _needs_at_least(candidate, other, activations_alone_too_big: bool) -> bool:
+    """Whether ``candidate`` holds at least as much per rank as ``other``, which does not fit (so
+    neither does it): the same recompute, no more TP or CP, and no more PP, or any PP when
+    ``other``'s activations alone do not fit. Per-rank model state shrinks with TP and PP (and is
+    independent of CP under the distributed optimizer, which shards over DP x CP), activations
+    with TP and CP, while 1F1B's first stage keeps about one model's worth of layer activations
+    whatever PP is (interleaving adds to it). A heuristic that only saves traces."""
     return (candidate.recompute == other.recompute and candidate.tp <= other.tp and candidate.cp <= other.cp
-            and candidate.pp <= other.pp)
+            and (candidate.pp <= other.pp or activations_alone_too_big))
 
 
 def plan_sweep(argv: Sequence[str], cfg: LumosConfig, world_size: int, gpu: GpuSpec, *, gpus_per_node: int,
@@ -189,7 +189,7 @@ def plan_sweep(argv: Sequence[str], cfg: LumosConfig, world_size: int, gpu: GpuS
         if fitting >= trace_top or traced >= max_traces:
             rows.append(SweepRow(candidate, step, None, None, "not traced"))
             continue
-        bigger = next((c for c in too_big if _needs_at_least(candidate, c)), None)
+        bigger = next((c for c, act in too_big if _needs_at_least(candidate, c, act)), None)
         if bigger is not None:
             rows.append(SweepRow(candidate, step, None, False, f"not traced: needs at least {bigger.label}"))
             continue
@@ -213,7 +213,11 @@ def plan_sweep(argv: Sequence[str], cfg: LumosConfig, world_size: int, gpu: GpuS
         fits = all(v.fits for v, _ in verdicts)
         fitting += fits
         if not fits:
-            too_big.append(candidate)
+            activations = max(r["peak_bytes"] - r["parameter_bytes"] - r["gradient_bytes"] - r["optimizer_bytes"]
+                              for r in plan["ranks"])
+            alone = verdict(activations, gpu.memory_bytes, communicators, cfg.model.attention_backend == "flex",
+                            calibration)
+            too_big.append((candidate, not alone.fits))
         rows.append(SweepRow(candidate, step, worst.required_bytes, fits,
                              f"worst: {worst_rank['role'].split(' (')[0]}"))
     out = sweep_json(rows, gpu)
