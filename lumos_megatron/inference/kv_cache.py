@@ -1,13 +1,16 @@
-"""A KV cache for AR-DF decoding, run through the megatron-core layers of a loaded model.
+"""A KV cache for AR-DF decoding, run through the loaded model's own megatron layers.
 
 megatron-core 0.16's inference contexts do not fit this decoder: the static one keeps only the
 last token's logits and grows one position at a time, the dynamic engine is causal with 1-D
 RoPE. AR-DF needs, per decoding step, the logits of every code of one frame block, attention
 that is frame-causal (bidirectional inside the block), and a cache that keeps the prompt and the
-finished frames (ρ_inf-masked) but not the frame being decoded. So the layer forward is written
-out here over the model's own modules (megatron's TP linears, our norms and rotary angles): the
-weights, TP sharding and arithmetic are the training model's; only the attention reads keys
-and values from the cache (GQA: only the KV heads are stored).
+finished frames (ρ_inf-masked) but not the frame being decoded. So the model's ordinary forward
+runs on the new tokens only (megatron's TransformerLayer: norms, QK-norm, TP linears, biases,
+MM-RoPE, residuals, the final norm and the output layer, tied or not), and only its core
+attention is swapped, for the duration of the call, for :class:`CachedCoreAttention`, which
+attends over this layer's cached keys and values plus the new ones, and stores the new tokens
+that join the cache (GQA: only the KV heads are stored). Nothing of the layer is copied here, so
+nothing can drift from training's forward.
 
 Rows are independent sequences (a sample's conditional and unconditional prompts, several
 samples): each has its own cached length, and its new tokens may be of different lengths
@@ -17,7 +20,8 @@ and the new tokens of its row under the frame-causal rule.
 
 from __future__ import annotations
 
-from typing import List
+import contextlib
+from typing import Iterator, List
 
 import torch
 import torch.nn.functional as F
@@ -25,13 +29,36 @@ import torch.nn.functional as F
 from lumos_megatron.checkpoint.sharded import unwrap
 
 
+class CachedCoreAttention(torch.nn.Module):
+    """Core attention of one layer over its cache + the new tokens (SDPA, grouped-query heads).
 
-def _biased(output_and_bias):
-    """The output of a megatron linear or MLP with its bias added: with ``skip_bias_add`` (the
-    attention projection and fc2) megatron returns the bias separately and adds it in its
-    bias-dropout-add, which this forward replaces. ``(out, None)`` without linear biases."""
-    out, bias = output_and_bias
-    return out if bias is None else out + bias
+    Called by megatron's ``SelfAttention`` with the new tokens' rotated ``query [q, R, np, d]``,
+    ``key``/``value [q, R, ng, d]`` and the mask the model was given (``[R, 1, q, past + q]``,
+    True = masked out); returns ``[q, R, np * d]`` like every core attention.
+    """
+
+    def __init__(self, cache: "LayerKVCache", layer: int, rows: List[int], past: int, keep: List[int],
+                 softmax_scale: float):
+        super().__init__()
+        self.cache, self.layer, self.rows, self.past, self.keep = cache, layer, rows, past, keep
+        self.softmax_scale = softmax_scale
+
+    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
+                packed_seq_params=None):
+        cache, layer = self.cache, self.layer
+        new_k, new_v = key.permute(1, 2, 0, 3), value.permute(1, 2, 0, 3)  # [R, ng, q, d]
+        all_k = torch.cat([cache.keys[layer, cache.row_index, :, : self.past], new_k], dim=2)
+        all_v = torch.cat([cache.values[layer, cache.row_index, :, : self.past], new_v], dim=2)
+        q = query.permute(1, 2, 0, 3)
+        out = F.scaled_dot_product_attention(q, all_k, all_v, attn_mask=~attention_mask, scale=self.softmax_scale,
+                                             enable_gqa=q.shape[1] != all_k.shape[1])
+        for i, r in enumerate(self.rows):  # keep the finished frame (and the prompt) of each row
+            if self.keep[i]:
+                start = cache.lengths[r]
+                cache.keys[layer, r, :, start: start + self.keep[i]] = new_k[i, :, : self.keep[i]]
+                cache.values[layer, r, :, start: start + self.keep[i]] = new_v[i, :, : self.keep[i]]
+        return out.permute(2, 0, 1, 3).reshape(out.shape[2], out.shape[0], -1)
+
 
 class LayerKVCache:
     """Keys and values of every layer for ``rows`` sequences of up to ``capacity`` tokens."""
@@ -41,6 +68,13 @@ class LayerKVCache:
         if not (self.model.pre_process and self.model.post_process):
             raise ValueError("the KV-cache decoder runs the whole model in one process: pipeline "
                              "parallelism is not supported (use tensor parallelism, or kv_cache=False)")
+        from megatron.core.transformer.attention import SelfAttention
+        from megatron.core.transformer.transformer_layer import TransformerLayer
+
+        for layer in self.model.decoder.layers:
+            if not (isinstance(layer, TransformerLayer) and isinstance(layer.self_attention, SelfAttention)):
+                raise ValueError(f"the KV cache runs megatron's TransformerLayer with SelfAttention; this model has "
+                                 f"{type(layer).__name__} / {type(getattr(layer, 'self_attention', None)).__name__}")
         attn = self.model.decoder.layers[0].self_attention
         self.groups = attn.num_query_groups_per_partition
         self.heads = attn.num_attention_heads_per_partition
@@ -64,56 +98,38 @@ class LayerKVCache:
         positions, ``segments`` [R, q] frame segment ids of the new tokens (as in the full
         sequence), ``query_lengths`` the real new tokens of each row, ``keep`` how many leading
         new tokens of each row enter the cache (the finished frame, not the block being decoded),
-        ``logits_index`` [R, N] the new-token offsets whose logits are returned: fp32 ``[R, N, V]``.
+        ``logits_index`` [R, N] the new-token offsets whose logits are returned: fp32 ``[R, N, V]``
+        (the output layer runs on those N positions only).
         """
-        from megatron.core.models.common.embeddings.rope_utils import apply_rotary_pos_emb
         from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
 
-        model = self.model
-        n_rows, q = tokens.shape
         past = max(self.lengths[r] for r in rows)
         for r, k, n in zip(rows, keep, query_lengths):
             if self.lengths[r] + n > self.capacity or k > n:
                 raise ValueError(f"KV cache row {r}: {self.lengths[r]} + {n} tokens exceed its capacity {self.capacity}")
         allowed = self._mask(rows, segments, query_lengths, past, tokens.device)
-        rotary = model.rotary_pos_emb(position_ids)  # [q, R, 1, d] fp32 angles
-        hidden = model.embedding(input_ids=tokens, position_ids=None)  # [q, R, h]
-        row_index = torch.tensor(rows, device=tokens.device)
-        for index, layer in enumerate(model.decoder.layers):
-            attn = layer.self_attention
-            residual = hidden
-            mixed = _biased(attn.linear_qkv(layer.input_layernorm(hidden)))
-            mixed = mixed.view(q, n_rows, self.groups, (self.heads // self.groups + 2) * self.head_dim)
-            query, key, value = torch.split(
-                mixed, [self.heads // self.groups * self.head_dim, self.head_dim, self.head_dim], dim=3)
-            query = query.reshape(q, n_rows, self.heads, self.head_dim)
-            if attn.q_layernorm is not None:
-                query, key = attn.q_layernorm(query), attn.k_layernorm(key)
-            query = apply_rotary_pos_emb(query, rotary, config=attn.config)
-            key = apply_rotary_pos_emb(key, rotary, config=attn.config)
-            # [R, groups, past + q, d]: this layer's cache of the rows, then the new tokens
-            new_k, new_v = key.permute(1, 2, 0, 3), value.permute(1, 2, 0, 3)
-            all_k = torch.cat([self.keys[index, row_index, :, :past], new_k], dim=2)
-            all_v = torch.cat([self.values[index, row_index, :, :past], new_v], dim=2)
-            out = F.scaled_dot_product_attention(query.permute(1, 2, 0, 3), all_k, all_v, attn_mask=allowed,
-                                                 scale=1.0 / self.head_dim ** 0.5, enable_gqa=self.groups != self.heads)
-            out = _biased(attn.linear_proj(out.permute(2, 0, 1, 3).reshape(q, n_rows, -1)))
-            hidden = residual + out
-            mlp_out = _biased(layer.mlp(layer.pre_mlp_layernorm(hidden)))
-            hidden = hidden + mlp_out
-            for i, r in enumerate(rows):  # keep the finished frame (and the prompt) of each row
-                if keep[i]:
-                    start = self.lengths[r]
-                    self.keys[index, r, :, start: start + keep[i]] = new_k[i, :, : keep[i]]
-                    self.values[index, r, :, start: start + keep[i]] = new_v[i, :, : keep[i]]
+        self.row_index = torch.tensor(rows, device=tokens.device)
+        with self._attending(rows, past, keep):
+            logits = self.model(input_ids=tokens, position_ids=position_ids, attention_mask=~allowed,
+                                logit_positions=logits_index)
         for i, r in enumerate(rows):
             self.lengths[r] += keep[i]
-        picked = hidden.gather(0, logits_index.t().unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # [N, R, h]
-        # Tied embeddings: megatron's output layer holds no weight of its own and is handed the
-        # embedding's (as GPTModel._postprocess does).
-        weight = model.shared_embedding_or_output_weight() if model.share_embeddings_and_output_weights else None
-        logits, _ = model.output_layer(model.decoder.final_layernorm(picked), weight=weight)
-        return gather_from_tensor_model_parallel_region(logits).float().transpose(0, 1).contiguous()
+        return gather_from_tensor_model_parallel_region(logits).float().contiguous()
+
+    @contextlib.contextmanager
+    def _attending(self, rows: List[int], past: int, keep: List[int]) -> Iterator[None]:
+        """Every layer's core attention swapped for a :class:`CachedCoreAttention`, then restored."""
+        originals = []
+        try:
+            for index, layer in enumerate(self.model.decoder.layers):
+                attn = layer.self_attention
+                scale = getattr(attn.core_attention, "softmax_scale", None) or self.head_dim ** -0.5
+                originals.append(attn.core_attention)
+                attn.core_attention = CachedCoreAttention(self, index, rows, past, keep, scale)
+            yield
+        finally:
+            for layer, original in zip(self.model.decoder.layers, originals):
+                layer.self_attention.core_attention = original
 
     def _mask(self, rows, segments, query_lengths, past, device) -> torch.Tensor:
         """Allowed (query, key) pairs [R, 1, q, past + q]."""

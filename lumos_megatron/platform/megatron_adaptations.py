@@ -384,18 +384,15 @@ ADAPTATIONS: Tuple[MegatronAdaptation, ...] = (
         "replacement",
     ),
     _entry(
-        "kv-cache-layer-forward",
-        "inference.kv_cache:LayerKVCache",
+        "kv-cache-core-attention",
+        "inference.kv_cache:CachedCoreAttention",
         "inference/contexts/static_context.py StaticInferenceContext and the dynamic engine "
-        "(inference/contexts/dynamic_context.py); the layer pieces used directly: "
-        "transformer/attention.py SelfAttention.linear_qkv/q_layernorm/k_layernorm/linear_proj "
-        "(GQA split as get_query_key_value_tensors, :1371), transformer/transformer_layer.py "
-        "input_layernorm/pre_mlp_layernorm/mlp, models/common/embeddings/rope_utils.py:250 "
-        "apply_rotary_pos_emb",
+        "(inference/contexts/dynamic_context.py); swapped in for the duration of a cached forward: "
+        "transformer/attention.py SelfAttention.core_attention (called at :1150)",
         "The static context keeps only last-token logits and grows one position at a time; the "
         "dynamic engine is causal with 1-D RoPE. AR-DF decoding needs every code logit of a frame "
-        "block, frame-causal attention over cache + block and a cache that drops the block each step, "
-        "so the layer forward is written over the model's own modules.",
+        "block and frame-causal attention over cache + block with a cache that drops the block each "
+        "step, so megatron's own layers run on the new tokens and only core attention reads the cache.",
         "replacement",
     ),
     # ----------------------------------------------------- planner on fake CUDA (docs/planning.md)
