@@ -80,13 +80,15 @@ def traced_count(microbatches: int, pp: int, vpp: Optional[int]) -> int:
 
     Without pipelining every micro-batch frees its activations in its own backward, so one shows
     the peak (gradients accumulate in preallocated buffers). 1F1B keeps up to PP micro-batches in
-    flight on the first stage, the interleaved schedule up to about 2 x PP x VPP: the trace runs
-    that many (capped at the real count, and a multiple of PP as the interleaved schedule needs).
+    flight on the first stage. The interleaved schedule's first rank runs
+    ``2 (PP - 1) + (VPP - 1) PP`` chunk forwards before its first backward, fewer than the
+    ``2 PP x VPP`` chunk forwards of 2 x PP micro-batches, so 2 x PP micro-batches reach its
+    steady state (and its peak) too. The trace runs that many, capped at the real count (which
+    the schedules need to be a multiple of PP, as 2 x PP is).
     """
     if pp == 1:
         return 1
-    want = 2 * pp * (vpp or 1)
-    return min(microbatches, want)
+    return min(microbatches, 2 * pp)
 
 
 def planned_streams(cfg: LumosConfig, dp: int, pp: int, vpp: Optional[int]) -> List[PlannedStream]:
