@@ -20,7 +20,12 @@ frame, CFG 15, ρ_inf 0.7, prompt i sampled from seed ``--seed`` + i. Runs, all 
 * ``cfg``: ``batch_cfg=True`` (cond + uncond rows in one forward) vs ``False`` (two forwards),
   prompt 0, batch 1, KV cache; identical tokens;
 * ``batch``: prompts 0..3 one at a time, then batches of 4 and 8 (KV cache, batched CFG); each
-  prompt's tokens must equal its batch-of-1 tokens (prompts 0..3; 4..7 only run batched).
+  prompt's tokens must equal its batch-of-1 tokens (prompts 0..3; 4..7 only run batched);
+* ``sampling``: the generator on the CPU (``--sample-device cpu``: the [N, V] logits go to the host
+  every step) vs on the model's device (the default), prompt 0. On a CPU-only host both are the
+  CPU, so the host copy is emulated by one copy of the cond and uncond logits per step.
+
+``--device cuda --dtype bf16`` (the defaults on a GPU host) run the model on the GPU.
 
 Token-forwards count the real tokens that go through the decoder (padding excluded). With prompt
 length P (BOS … 8710), video prefix 3, block length B, F frames, T steps, per video:
@@ -108,7 +113,8 @@ def make_model(work: Path, args):
 
     import_hf(write_random_official(work / "hf", args), work / "ckpt", progress=False)
     torch.manual_seed(args.seed)
-    return load_model(work / "ckpt", dtype=torch.float32, device="cpu")
+    return load_model(work / "ckpt", dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32,
+                      device=args.device)
 
 
 def make_prompts(count: int, seed: int):
@@ -139,15 +145,23 @@ class PeakRss(threading.Thread):
 
 
 @contextlib.contextmanager
-def timed_sampling():
-    """Accumulates the seconds spent in ``generation._decode`` (the per-sample sampling update)."""
+def timed_sampling(emulate_host_copy: bool = False):
+    """Accumulates the seconds spent in ``generation._decode`` (the per-sample sampling update).
+
+    ``emulate_host_copy``: on a CPU-only run the model and a CPU generator share the device, so
+    ``--sample-device cpu`` copies nothing; this copies the cond and uncond ``[N, V]`` logits once
+    per step (what the device-to-host transfer moves on a GPU host), to measure that path's cost."""
     from lumos_megatron.inference import generation
 
     original, spent = generation._decode, [0.0]
 
-    def timed(*a, **k):
+    def timed(state, cond, uncond, *a, **k):
         start = time.perf_counter()
-        out = original(*a, **k)
+        if emulate_host_copy:
+            cond, uncond = cond.clone(), uncond.clone()
+        out = original(state, cond, uncond, *a, **k)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the time of the update, not of queueing it
         spent[0] += time.perf_counter() - start
         return out
 
@@ -165,20 +179,25 @@ def token_forwards(prompts, block, frames, steps, kv_cache):
     return sum(steps * (frames * (len(p) + 6) + frames * (frames + 1) * block) for p in prompts)
 
 
-def generate(model, prompts, seeds, args, **settings):
-    """(token lists, seconds, sampling seconds, peak RSS bytes) of one ``generate_batch`` call."""
+def generate(model, prompts, seeds, args, sample_device="model", **settings):
+    """(token lists, seconds, sampling seconds, peak RSS bytes) of one ``generate_batch`` call.
+    ``sample_device``: where the generators draw, ``model`` (the model's device) or ``cpu``."""
     from lumos_megatron.inference import SamplerSettings, VideoRequest, generate_batch
 
-    requests = [VideoRequest(p, tuple(args.grid), 12, 2, torch.Generator().manual_seed(s),
+    device = model.device if sample_device == "model" else torch.device("cpu")
+    requests = [VideoRequest(p, tuple(args.grid), 12, 2, torch.Generator(device=device).manual_seed(s),
                              num_latent_frames=args.frames) for p, s in zip(prompts, seeds)]
     sampler = SamplerSettings(steps=args.steps, cfg_scale=15.0, history_mask_ratio=0.7, **settings)
     gc.collect()
     rss = PeakRss()
     rss.start()
+    emulate = sample_device == "cpu" and model.device.type == "cpu"
     try:
-        with timed_sampling() as sampling:
+        with timed_sampling(emulate) as sampling:
             start = time.perf_counter()
             tokens = generate_batch(model, requests, sampler)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             seconds = time.perf_counter() - start
     finally:
         rss.stop()
@@ -226,7 +245,11 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=1, help="rounds of every run (the fastest is reported)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", help="parent of the temp dir holding the checkpoints")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="default: bf16 on cuda, else fp32")
     args = parser.parse_args(argv)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
     for name, value in PRESETS["small" if args.small else "default"].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -241,7 +264,7 @@ def main(argv=None):
         model = make_model(work, args)
         print(f"# {machine()}")
         print(f"# {args.layers} layers, hidden {args.hidden}, {args.heads}/{args.kv_heads} heads (GQA), ffn "
-              f"{args.ffn}, mm_rope, fp32, vocab {args.vocab} ({args.vocab - 65536} visual codes), grid "
+              f"{args.ffn}, mm_rope, {args.dtype} on {args.device}, vocab {args.vocab} ({args.vocab - 65536} visual codes), grid "
               f"{rows_}x{cols} (block {block}), {args.frames} frames x {args.steps} steps, CFG 15, rho 0.7, "
               f"prompt lengths {[len(p) for p in prompts]}")
         small = argparse.Namespace(**{**vars(args), "grid": (4, 4), "frames": 2, "steps": 2})
@@ -261,7 +284,8 @@ def main(argv=None):
 
         per_video = lambda ps, kv: token_forwards(ps, block, args.frames, args.steps, kv) / len(ps)  # noqa: E731
         plan = [(f"batch 1, prompt {i}", [i], {}) for i in range(4)]
-        plan += [("recompute", [0], {"kv_cache": False}), ("sequential CFG", [0], {"batch_cfg": False})]
+        plan += [("recompute", [0], {"kv_cache": False}), ("sequential CFG", [0], {"batch_cfg": False}),
+                 ("CPU sampling", [0], {"sample_device": "cpu"})]
         skipped = {}
         for b in batches[1:]:
             estimate = 3 * (2 * b) * codes * args.vocab * 4 / GB
@@ -284,6 +308,13 @@ def main(argv=None):
         same = check("batched CFG = sequential CFG (prompt 0)", cache[0][0], m["sequential CFG"][0][0])
         record("cfg", "sequential", 1, per_video(prompts[:1], True), m["sequential CFG"])
         record("cfg", "batched", 1, per_video(prompts[:1], True), cache, m["sequential CFG"][1], same)
+        # On a GPU host a CUDA generator draws other numbers than a CPU one: tokens differ by design.
+        same = check("CPU sampling = model-device sampling (prompt 0)", cache[0][0], m["CPU sampling"][0][0]) \
+            if model.device.type == "cpu" else "n/a"
+        label = "CPU, copy emulated" if model.device.type == "cpu" else "CPU (logits to host)"
+        record("sampling", label, 1, per_video(prompts[:1], True), m["CPU sampling"])
+        record("sampling", f"on the model ({model.device.type})", 1, per_video(prompts[:1], True), cache,
+               m["CPU sampling"][1], same)
         merged = ([o[0][0] for o in one], sum(o[1] for o in one), sum(o[2] for o in one), max(o[3] for o in one))
         record("batch", "batch 1 (prompts 0-3)", 4, per_video(prompts[:4], True), merged)
         for b in batches[1:]:

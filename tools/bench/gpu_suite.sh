@@ -102,7 +102,7 @@ else
   step "attention benchmark" 150 python3 tools/bench/attention.py --device cuda
   step "loss benchmark" 120 python3 tools/bench/loss.py --device cuda --tokens 4096 28672
   step "decode benchmark" 90 python3 tools/bench/decode.py --device cuda
-  step "generation benchmark" 120 python3 tools/bench/generate.py  # the model goes to the GPU by itself
+  step "generation benchmark" 150 python3 tools/bench/generate.py --device cuda --dtype bf16
   # 1B-shaped model on one GPU: 7 latent frames of 48x84 codes (the 384p, 28.9k-token layout),
   # bf16, full recompute; tokens/s, TFLOP/s and MFU come from the trainer's log lines.
   step "training throughput (1B, 28.9k-token samples, bf16)" 150 python3 -m lumos_megatron.train \
