@@ -29,6 +29,10 @@ import torch.nn.functional as F
 from lumos_megatron.checkpoint.sharded import unwrap
 
 
+SCORE_BUDGET_BYTES = 2 << 30
+"""Largest fp32 attention-score tensor one cached attention call may build (queries are chunked)."""
+
+
 class CachedCoreAttention(torch.nn.Module):
     """Core attention of one layer over its cache + the new tokens (SDPA, grouped-query heads).
 
@@ -49,9 +53,17 @@ class CachedCoreAttention(torch.nn.Module):
         new_k, new_v = key.permute(1, 2, 0, 3), value.permute(1, 2, 0, 3)  # [R, ng, q, d]
         all_k = torch.cat([cache.keys[layer, cache.row_index, :, : self.past], new_k], dim=2)
         all_v = torch.cat([cache.values[layer, cache.row_index, :, : self.past], new_v], dim=2)
-        q = query.permute(1, 2, 0, 3)
-        out = F.scaled_dot_product_attention(q, all_k, all_v, attn_mask=~attention_mask, scale=self.softmax_scale,
-                                             enable_gqa=q.shape[1] != all_k.shape[1])
+        q = query.permute(1, 2, 0, 3)  # [R, np, q, d]
+        allowed = ~attention_mask
+        # A masked grouped-query SDPA call runs on the math kernel, which materialises fp32 scores
+        # [R, np, q, past + q]: 30 GB for one 384p block against a 7-frame cache. Query chunks
+        # bound them (the keys are shared, the result is the same).
+        rows, heads, length, keys = q.shape[0], q.shape[1], q.shape[2], all_k.shape[2]
+        chunk = max(1, min(length, SCORE_BUDGET_BYTES // max(1, rows * heads * keys * 4)))
+        out = torch.cat([
+            F.scaled_dot_product_attention(q[:, :, i: i + chunk], all_k, all_v, attn_mask=allowed[:, :, i: i + chunk],
+                                           scale=self.softmax_scale, enable_gqa=heads != all_k.shape[1])
+            for i in range(0, length, chunk)], dim=2)
         for i, r in enumerate(self.rows):  # keep the finished frame (and the prompt) of each row
             if self.keep[i]:
                 start = cache.lengths[r]

@@ -100,7 +100,7 @@ def trace_generation(cfg: LumosConfig, world_size: int, rank: int, shape: Genera
     from lumos_megatron.models.inputs import build_model_inputs
     from lumos_megatron.models.lumos_model import build_model_chunks
     from lumos_megatron.plan.calibration import sdpa_kernel_model
-    from lumos_megatron.plan.fake_mode import fake_mode
+    from lumos_megatron.plan.fake_mode import fake_mode, real_cpu_device
     from lumos_megatron.plan.step_audit import StepAudit
     from lumos_megatron.platform.parallel import initialize_parallel_state, resolve_layout, seed_model_parallel_rng
     from lumos_megatron.vocab import LumosVocab
@@ -112,9 +112,10 @@ def trace_generation(cfg: LumosConfig, world_size: int, rank: int, shape: Genera
     vocab = LumosVocab(vocab_size=cfg.model.vocab_size)
     context, block, codes = request_tokens(shape, vocab)
     # Positions and segments are parsed from token values: on the real CPU, before the mode.
-    parsed = build_model_inputs(torch.tensor([context + block]), vocab,
-                                attention_backend_name=cfg.model.attention_backend,
-                                rope_variant=cfg.model.rope_variant, with_attention_mask=False)
+    with real_cpu_device():
+        parsed = build_model_inputs(torch.tensor([context + block]), vocab,
+                                    attention_backend_name=cfg.model.attention_backend,
+                                    rope_variant=cfg.model.rope_variant, with_attention_mask=False)
     row_inputs = (len(context), parsed.position_ids[:, 0], parsed.segment_ids[0])
     settings = SamplerSettings()
     report = GenerationReport(role=f"generation TP {rank}/{world_size}", rank=rank)

@@ -242,3 +242,19 @@ def test_tied_embeddings_generate_with_the_cache(tmp_path):
     got = CachedLogits(tied, 1, 200).frame_logits([0], contexts, current, codes)
     ref = FullForwardLogits(tied).frame_logits([0], contexts, current, codes)
     assert ((got - ref).abs().max() / ref.abs().max()).item() <= 1e-5
+
+
+def test_query_chunks_of_the_cached_attention_change_nothing(model, monkeypatch):
+    """The cached core attention splits the queries to bound the score tensor; the logits are the
+    same with chunks of one query as with one chunk."""
+    from lumos_megatron.inference import kv_cache
+    from lumos_megatron.inference.frame_decoding import code_positions, frame_template
+    from lumos_megatron.inference.frame_logits import CachedLogits
+
+    contexts = [PROMPT + [9004, 8806, 8816], [9004, 8806, 8816]]
+    block = frame_template(model.vocab, GRID)
+    codes = code_positions(GRID)
+    whole = CachedLogits(model, 2, 200).frame_logits([0, 1], contexts, [block, block], codes)
+    monkeypatch.setattr(kv_cache, "SCORE_BUDGET_BYTES", 1)  # one query per chunk
+    chunked = CachedLogits(model, 2, 200).frame_logits([0, 1], contexts, [block, block], codes)
+    assert ((chunked - whole).abs().max() / whole.abs().max()).item() <= 1e-5  # fp32 rounding of other matmul shapes
