@@ -256,7 +256,10 @@ class StepAudit(TorchDispatchMode):
             target = kwargs.get("device")
             if src.device.type == self.device_type and target is not None and \
                     torch.device(target).type != self.device_type:
-                self.counts.add("leaves_device", call_site(), f"copy to {torch.device(target).type}")
+                where = call_site()
+                self.counts.add("leaves_device", where, f"copy to {torch.device(target).type}")
+                if not kwargs.get("non_blocking", False):  # .cpu(), .tolist(), .to("cpu"): the host waits
+                    self.counts.add("syncs", where, f"copy to {torch.device(target).type}")
         out = func(*args, **kwargs)
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):

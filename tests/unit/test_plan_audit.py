@@ -107,3 +107,16 @@ def test_real_step_lists_a_deliberate_item_in_the_model(megatron_single_process,
     assert report.peak_bytes > report.parameter_bytes + report.gradient_bytes
     megatron_lines = [s["where"] for s in report.host_syncs if s["where"].startswith("megatron/")]
     assert any(w.startswith("megatron/core/optimizer/") for w in megatron_lines)
+
+
+def test_blocking_copies_to_the_host_are_syncs_and_leave_the_device():
+    from lumos_megatron.plan.fake_mode import fake_mode
+
+    with fake_mode(), StepAudit("meta") as audit:
+        audit.record = True
+        x = torch.empty(8, device="meta")
+        x.to("cpu")
+        x.to("cpu", non_blocking=True)
+    syncs = [(f.op, f.count) for f in audit.findings("syncs")]
+    leaves = sum(f.count for f in audit.findings("leaves_device") if f.op == "copy to cpu")
+    assert syncs == [("copy to cpu", 1)] and leaves == 2  # the non-blocking copy is no sync
