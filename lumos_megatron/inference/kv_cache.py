@@ -100,6 +100,7 @@ class LayerKVCache:
         self.values = torch.zeros(shape, dtype=dtype, device=device)
         self.lengths = [0] * rows
         self.capacity = capacity
+        self._step = None  # (key, segments, row index, mask) of the last call
 
     @torch.no_grad()
     def forward(self, rows: List[int], tokens: torch.Tensor, position_ids: torch.Tensor, segments: torch.Tensor,
@@ -119,8 +120,13 @@ class LayerKVCache:
         for r, k, n in zip(rows, keep, query_lengths):
             if self.lengths[r] + n > self.capacity or k > n:
                 raise ValueError(f"KV cache row {r}: {self.lengths[r]} + {n} tokens exceed its capacity {self.capacity}")
-        allowed = self._mask(rows, segments, query_lengths, past, tokens.device)
-        self.row_index = torch.tensor(rows, device=tokens.device)
+        key = (tuple(rows), tuple(self.lengths[r] for r in rows), tuple(query_lengths))
+        if self._step is None or self._step[0] != key or self._step[1] is not segments:
+            # Built once per frame: the steps of a frame share rows, lengths and segments, and a
+            # host-to-device copy (of the row list, of the lengths) waits for the device each time.
+            self._step = (key, segments, torch.tensor(rows, device=tokens.device),
+                          self._mask(rows, segments, query_lengths, past, tokens.device))
+        _, _, self.row_index, allowed = self._step
         with self._attending(rows, past, keep):
             logits = self.model(input_ids=tokens, position_ids=position_ids, attention_mask=~allowed,
                                 logit_positions=logits_index)
