@@ -153,3 +153,14 @@ def write_official_checkpoint(directory, config: dict, state_dict: Dict[str, tor
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     return out
+
+
+def imported_tiny_checkpoint(directory: Path, seed: int) -> Path:
+    """A random tiny official checkpoint under ``directory/hf``, imported to torch_dist at
+    ``directory/ckpt`` (what generation tests load); returns the torch_dist root."""
+    from lumos_megatron.conversion.import_hf import import_hf
+
+    config = tiny_official_config()
+    hf = write_official_checkpoint(Path(directory) / "hf", config, random_official_state_dict(config, seed=seed))
+    import_hf(hf, Path(directory) / "ckpt", progress=False)
+    return Path(directory) / "ckpt"

@@ -10,8 +10,7 @@
 import pytest
 import torch
 
-from official_format import random_official_state_dict, tiny_official_config, write_official_checkpoint
-from lumos_megatron.conversion.import_hf import import_hf
+from official_format import imported_tiny_checkpoint
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -21,11 +20,7 @@ PROMPT = [0, 101, 102, 103, 104, 8710]
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("generation_gpu")
-    config = tiny_official_config()
-    hf = write_official_checkpoint(tmp / "hf", config, random_official_state_dict(config, seed=5))
-    import_hf(hf, tmp / "ckpt", progress=False)
-    return tmp / "ckpt"
+    return imported_tiny_checkpoint(tmp_path_factory.mktemp("generation_gpu"), seed=5)
 
 
 def test_bf16_kv_cache_logits_equal_a_full_forward(checkpoint):

@@ -15,9 +15,8 @@ import pytest
 import torch
 
 from conftest import TINY_RECIPE, run_train
-from official_format import random_official_state_dict, tiny_official_config, write_official_checkpoint
+from official_format import imported_tiny_checkpoint
 from lumos_megatron.ardf import history_mask_indices, unmask_schedule
-from lumos_megatron.conversion.import_hf import import_hf
 
 GRID = (4, 4)
 PROMPT = [0, 101, 102, 103, 104, 8710]
@@ -27,11 +26,7 @@ PROMPT = [0, 101, 102, 103, 104, 8710]
 def model(tmp_path_factory):
     from lumos_megatron.inference import load_model
 
-    tmp = tmp_path_factory.mktemp("generation")
-    config = tiny_official_config()
-    hf = write_official_checkpoint(tmp / "hf", config, random_official_state_dict(config, seed=5))
-    import_hf(hf, tmp / "ckpt", progress=False)
-    return load_model(tmp / "ckpt")
+    return load_model(imported_tiny_checkpoint(tmp_path_factory.mktemp("generation"), seed=5))
 
 
 def test_unmask_schedule_and_history_pattern():
@@ -153,10 +148,21 @@ def test_kv_cache_logits_equal_a_full_forward_over_the_masked_history(model):
     assert 9003 in contexts[0][-24:]  # the history really is masked
 
 
-def test_kv_cache_adds_the_linear_biases(tmp_path):
-    from lumos_megatron.inference import load_model
+def _assert_cache_matches_full_forward(model):
+    """One row's block logits: KV cache == full forward (fp32 rounding)."""
     from lumos_megatron.inference.frame_decoding import code_positions, frame_template
     from lumos_megatron.inference.frame_logits import CachedLogits, FullForwardLogits
+
+    contexts = [PROMPT + [9004, 8806, 8816]]
+    current = [frame_template(model.vocab, GRID)]
+    codes = code_positions(GRID)
+    got = CachedLogits(model, 1, 200).frame_logits([0], contexts, current, codes)
+    ref = FullForwardLogits(model).frame_logits([0], contexts, current, codes)
+    assert ((got - ref).abs().max() / ref.abs().max()).item() <= 1e-5
+
+
+def test_kv_cache_adds_the_linear_biases(tmp_path):
+    from lumos_megatron.inference import load_model
 
     proc = run_train(["--config", str(TINY_RECIPE), "model.add_bias_linear=true", "--train-iters", "1",
                       "--save", str(tmp_path / "ckpt")])
@@ -169,12 +175,7 @@ def test_kv_cache_adds_the_linear_biases(tmp_path):
     with torch.no_grad():  # non-zero biases, so that a dropped one shows in the logits
         for p in linear_biases:
             p.copy_(torch.randn(p.shape, generator=gen))
-    contexts = [PROMPT + [9004, 8806, 8816]]
-    current = [frame_template(biased.vocab, GRID)]
-    codes = code_positions(GRID)
-    got = CachedLogits(biased, 1, 200).frame_logits([0], contexts, current, codes)
-    ref = FullForwardLogits(biased).frame_logits([0], contexts, current, codes)
-    assert ((got - ref).abs().max() / ref.abs().max()).item() <= 1e-5
+    _assert_cache_matches_full_forward(biased)
 
 
 def test_cache_batching_and_cfg_order_do_not_change_tokens(model):
@@ -228,20 +229,13 @@ def test_no_path_builds_full_sequence_logits(model, monkeypatch):
 
 def test_tied_embeddings_generate_with_the_cache(tmp_path):
     from lumos_megatron.inference import load_model
-    from lumos_megatron.inference.frame_decoding import code_positions, frame_template
-    from lumos_megatron.inference.frame_logits import CachedLogits, FullForwardLogits
 
     proc = run_train(["--config", str(TINY_RECIPE), "model.tie_embeddings=true", "--train-iters", "1",
                       "--save", str(tmp_path / "ckpt")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     tied = load_model(tmp_path / "ckpt")
     assert tied._model.share_embeddings_and_output_weights
-    contexts = [PROMPT + [9004, 8806, 8816]]
-    current = [frame_template(tied.vocab, GRID)]
-    codes = code_positions(GRID)
-    got = CachedLogits(tied, 1, 200).frame_logits([0], contexts, current, codes)
-    ref = FullForwardLogits(tied).frame_logits([0], contexts, current, codes)
-    assert ((got - ref).abs().max() / ref.abs().max()).item() <= 1e-5
+    _assert_cache_matches_full_forward(tied)
 
 
 def test_query_chunks_of_the_cached_attention_change_nothing(model, monkeypatch):
