@@ -18,23 +18,7 @@ import torch
 from lumos_megatron.checkpoint.integrity import verify_shard_files
 from lumos_megatron.checkpoint.run_config import read_run_config, resolve_checkpoint_dir
 from lumos_megatron.conversion.torch_dist_io import TorchDistReader
-from lumos_megatron.conversion.weight_layout import EMBEDDING, FINAL_NORM, LAYERS, OUTPUT_LAYER
-
-_GROUPS = (
-    ("embedding", lambda k: k == EMBEDDING),
-    ("output_layer", lambda k: k == OUTPUT_LAYER),
-    ("attention", lambda k: k.startswith(LAYERS + "self_attention.")),
-    ("mlp", lambda k: k.startswith(LAYERS + "mlp.")),
-    ("norms", lambda k: k == FINAL_NORM or k.endswith("layernorm.weight")),
-)
-
-
-def _group(key: str) -> str:
-    for name, matches in _GROUPS:
-        if matches(key):
-            return name
-    return "other"
-
+from lumos_megatron.models.parameter_counts import parameter_group
 
 def _read_common(path: Path) -> Dict[str, Any]:
     common_file = path / "common.pt"
@@ -58,7 +42,7 @@ def summarize(checkpoint: str | Path, iteration: Optional[int] = None) -> Dict[s
             optimizer_keys += 1
             continue
         n = math.prod(md.size)
-        group = _group(key)
+        group = parameter_group(key)
         counts[group] = counts.get(group, 0) + n
         dtype = str(md.properties.dtype).replace("torch.", "")
         dtypes[dtype] = dtypes.get(dtype, 0) + n

@@ -30,6 +30,7 @@ import torch
 
 from lumos_megatron.config.schema import ModelConfig
 from lumos_megatron.conversion.errors import ConversionError
+from lumos_megatron.models.parameter_counts import Shape, layer_parameter_shapes
 
 EMBEDDING = "embedding.word_embeddings.weight"
 FINAL_NORM = "decoder.final_layernorm.weight"
@@ -44,9 +45,6 @@ HF_FINAL_NORM = "model.norm.weight"
 HF_OUTPUT_LAYER = "lm_head.weight"
 HF_IGNORED_PREFIX = "model.vqmodel."
 """The VQ-GAN image tokenizer bundled with Chameleon checkpoints: not part of the decoder."""
-
-Shape = Tuple[int, ...]
-
 
 def hf_layer_key(layer: int, name: str) -> str:
     """Official key of parameter ``name`` (e.g. ``self_attn.q_proj.weight``) of layer ``layer``."""
@@ -79,20 +77,9 @@ class DecoderShapes:
         return (self.heads + 2 * self.groups) * self.head_dim
 
     def megatron_layer_shapes(self) -> Dict[str, Shape]:
-        """Per-layer megatron parameters (names under ``decoder.layers.``) and their shapes."""
-        h, d = self.hidden, self.head_dim
-        return {
-            "input_layernorm.weight": (h,),
-            "self_attention.linear_qkv.weight": (self.qkv_rows, h),
-            "self_attention.q_layernorm.weight": (d,),
-            "self_attention.q_layernorm.bias": (d,),
-            "self_attention.k_layernorm.weight": (d,),
-            "self_attention.k_layernorm.bias": (d,),
-            "self_attention.linear_proj.weight": (h, self.heads * d),
-            "pre_mlp_layernorm.weight": (h,),
-            "mlp.linear_fc1.weight": (2 * self.ffn, h),
-            "mlp.linear_fc2.weight": (h, self.ffn),
-        }
+        """Per-layer megatron parameters (names under ``decoder.layers.``) and their shapes
+        (``models.parameter_counts``; the official layout always has the q/k LayerNorm)."""
+        return layer_parameter_shapes(self.hidden, self.ffn, self.heads, self.groups, self.head_dim)
 
     def hf_layer_shapes(self, qk_norm_rows: int) -> Dict[str, Shape]:
         """Per-layer official parameters (names after ``model.layers.N.``) and their shapes."""

@@ -17,7 +17,7 @@ total_memory``, the "total capacity" of torch's out-of-memory message), which is
 marketing size because part of the HBM is reserved (ECC, driver): an "80 GB" H100 SXM reports
 about 79.1 GiB. The values are those reported figures rounded down to 0.05 GiB; the CUDA
 context (a few hundred MiB) still comes off them at run time, which the planner's headroom is
-for. The bf16 dense peaks are read from the trainer's own table (``scaling.flops``), so MFU
+for. The bf16 dense peaks are read from the trainer's own table (``training.gpu_peaks``), so MFU
 reported by training and the step times estimated here use the same peaks.
 """
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict
 
-from lumos_megatron.scaling.flops import gpu_peak_tflops
+from lumos_megatron.training.gpu_peaks import find_gpu
 
 GIB = 2 ** 30
 
@@ -44,7 +44,7 @@ class GpuSpec:
     memory_bytes: int
     """Device memory torch reports (``total_memory``), bytes: what per-rank peaks are compared to."""
     bf16_dense_tflops: float
-    """Dense bf16 tensor-core peak, TFLOP/s (the trainer's MFU table, ``scaling.flops``)."""
+    """Dense bf16 tensor-core peak, TFLOP/s (the trainer's MFU table, ``training.gpu_peaks``)."""
     nvlink_gbps: float
     """NVLink bandwidth per GPU and direction, GB/s (nominal, assumed): intra-node collectives."""
     ib_gbps_per_gpu: float
@@ -59,10 +59,10 @@ class GpuSpec:
 
 def _peak(key: str) -> float:
     """Dense bf16 peak of ``key`` from the trainer's table (one source for both)."""
-    found = gpu_peak_tflops(key)
+    found = find_gpu(key)
     if found is None:  # the table lost a GPU this module lists: a programming error
-        raise KeyError(f"scaling.flops has no peak for {key!r}")
-    return found[1]
+        raise KeyError(f"training.gpu_peaks has no entry for {key!r}")
+    return found.bf16
 
 
 GPUS: Dict[str, GpuSpec] = {

@@ -33,14 +33,15 @@ from lumos_megatron.objective import build_objective
 from lumos_megatron.plan.gpus import ACHIEVED_FRACTION, GpuSpec
 from lumos_megatron.plan.layouts import Candidate, apply_candidate
 from lumos_megatron.platform.parallel import microbatches_per_step
-from lumos_megatron.scaling.flops import StepFlops, step_flops
-from lumos_megatron.scaling.model_accounting import (
+from lumos_megatron.training.flops import (
     DataLayout,
+    StepFlops,
     expected_loss_rows,
     expected_mask_ratio,
-    parameter_counts,
     representative_sample,
+    step_flops,
 )
+from lumos_megatron.models.parameter_counts import parameter_counts
 from lumos_megatron.vocab import LumosVocab
 
 MFU = 0.45

@@ -31,7 +31,8 @@ from lumos_megatron.platform.parallel import (
     sample_broadcast_group,
     seed_model_parallel_rng,
 )
-from lumos_megatron.scaling.flops import device_peak_tflops, step_flops
+from lumos_megatron.training.flops import step_flops
+from lumos_megatron.training.gpu_peaks import device_peak_tflops
 from lumos_megatron.training.evaluation import Evaluator
 from lumos_megatron.training.report_reduction import reduce_reports
 from lumos_megatron.training.feed import DataFeed
@@ -118,7 +119,7 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
     step_func = partial(forward_step, objective=objective)
     last_stage = parallel_state.is_pipeline_last_stage(ignore_virtual=True)
     reporting = is_last_rank()
-    peak_tflops, peak_source = device_peak_tflops(cfg.logging.peak_tflops) if reporting else (None, "")
+    peak_tflops, peak_source = device_peak_tflops(cfg.logging.peak_tflops, cfg.train.precision) if reporting else (None, "")
     reporter = Reporter(active=reporting, train_iters=train_iters, global_batch_size=cfg.train.global_batch_size,
                         log_interval=cfg.logging.log_interval,
                         tensorboard_dir=cfg.logging.tensorboard_dir,

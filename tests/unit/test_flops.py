@@ -4,7 +4,8 @@ import torch
 
 from lumos_megatron.config import LumosConfig
 from lumos_megatron.models.frame_mask import frame_segment_ids, mask_from_segment_ids
-from lumos_megatron.scaling import attention_pairs, device_peak_tflops, step_flops
+from lumos_megatron.training.flops import attention_pairs, step_flops
+from lumos_megatron.training.gpu_peaks import device_peak_tflops
 from lumos_megatron.vocab import LumosVocab
 
 from conftest import lumos_batch

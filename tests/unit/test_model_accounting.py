@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from lumos_megatron.config import parse_cli
-from lumos_megatron.scaling.flops import step_flops
-from lumos_megatron.scaling.model_accounting import (
+from lumos_megatron.training.flops import (
     DataLayout,
     expected_loss_rows,
     expected_mask_ratio,
     flops_per_token,
-    parameter_counts,
     representative_sample,
+    step_flops,
 )
+from lumos_megatron.models.parameter_counts import parameter_counts
 
 from conftest import TINY_RECIPE
 

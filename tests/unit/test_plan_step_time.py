@@ -18,8 +18,7 @@ from lumos_megatron.plan.step_time import (
     step_workload,
 )
 from lumos_megatron.plan.sweep_table import SweepRow, format_sweep_table, rank_candidates, sweep_json
-from lumos_megatron.scaling.flops import step_flops
-from lumos_megatron.scaling.model_accounting import flops_per_token
+from lumos_megatron.training.flops import flops_per_token, step_flops
 
 from conftest import REPO, TINY_RECIPE
 
@@ -45,7 +44,7 @@ def test_gpu_table():
     h100 = gpu_spec("H100")
     assert h100 is GPUS["h100"] and h100.memory_bytes == int(79.10 * GIB)
     assert {k: g.bf16_dense_tflops for k, g in GPUS.items()} == {
-        "h100": 989.0, "h200": 989.0, "a100": 312.0, "b200": 2250.0}
+        "h100": 989.4, "h200": 989.4, "a100": 312.0, "b200": 2250.0}
     assert (GPUS["a100"].nvlink_gbps, GPUS["a100"].ib_gbps_per_gpu) == (300.0, 25.0)
     assert (GPUS["b200"].nvlink_gbps, GPUS["h200"].ib_gbps_per_gpu) == (900.0, 50.0)
     assert h100.link_gbps(True) == 50.0 and h100.link_gbps(False) == 450.0

@@ -14,7 +14,7 @@ from lumos_megatron.config import parse_cli
 from lumos_megatron.plan.gpus import gpu_spec
 from lumos_megatron.plan.model_state import analytic_model_state
 from lumos_megatron.plan.planner import plan_training
-from lumos_megatron.scaling.model_accounting import parameter_counts
+from lumos_megatron.models.parameter_counts import parameter_counts
 
 from conftest import REPO, TINY_RECIPE
 

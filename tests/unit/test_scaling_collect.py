@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from lumos_megatron.config import dump_config, load_recipe
-from lumos_megatron.scaling.model_accounting import flops_per_token, parameter_counts
-from lumos_megatron.scaling.run_collect import COLUMNS, RunCollectError, collect_run
+from lumos_megatron.training.flops import flops_per_token
+from lumos_megatron.models.parameter_counts import parameter_counts
+from lumos_megatron.scaling.ladder.collect import COLUMNS, RunCollectError, collect_run
 
 from conftest import REPO, TINY_RECIPE
 

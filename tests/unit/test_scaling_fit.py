@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from lumos_megatron.scaling.approach3_objective import Approach3Objective, huber, predict_log_loss
-from lumos_megatron.scaling.bootstrap_fit import bootstrap_approach3
-from lumos_megatron.scaling.compute_optimal import allocation_exponents, optimal_allocation, predicted_loss
-from lumos_megatron.scaling.fit_approach3 import fit_approach3
-from lumos_megatron.scaling.isoflop import fit_approach2
-from lumos_megatron.scaling.scaling_report import _optimum_provenance
+from lumos_megatron.scaling.fit.objective import Approach3Objective, huber, predict_log_loss
+from lumos_megatron.scaling.fit.bootstrap import bootstrap_approach3
+from lumos_megatron.scaling.fit.allocation import allocation_exponents, optimal_allocation, predicted_loss
+from lumos_megatron.scaling.fit.approach3 import fit_approach3
+from lumos_megatron.scaling.fit.approach2 import fit_approach2
+from lumos_megatron.scaling.fit.report import _optimum_provenance
 
 REPO = Path(__file__).resolve().parents[2]
 FIT_CLI = REPO / "tools" / "scaling" / "fit.py"

@@ -15,15 +15,16 @@ import pytest
 
 from lumos_megatron.config import load_recipe, parse_cli, validate_config
 from lumos_megatron.platform.parallel import resolve_layout
-from lumos_megatron.scaling.hparam_rule import (
+from lumos_megatron.scaling.ladder.hparam_rule import (
     HParamRule,
     batch_samples,
     optimal_batch_tokens,
     optimal_lr,
     run_hparams,
 )
-from lumos_megatron.scaling.ladder_shapes import ShapeRule, kv_groups, ladder_shapes, shape_for_width
-from lumos_megatron.scaling.model_accounting import flops_per_token, parameter_counts
+from lumos_megatron.scaling.ladder.shapes import ShapeRule, kv_groups, ladder_shapes, shape_for_width
+from lumos_megatron.training.flops import flops_per_token
+from lumos_megatron.models.parameter_counts import parameter_counts
 
 from conftest import REPO, TINY_RECIPE
 from test_recipes_and_launchers import BASH, SCRIPTS, _dry_env, _known_flag, _sbatch_directives

@@ -53,15 +53,15 @@ import scipy  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from lumos_megatron.scaling.approach3_objective import Approach3Objective  # noqa: E402
-from lumos_megatron.scaling.batched_lbfgs import minimize_batched  # noqa: E402
-from lumos_megatron.scaling.bootstrap_fit import (  # noqa: E402
+from lumos_megatron.scaling.fit.objective import Approach3Objective  # noqa: E402
+from lumos_megatron.scaling.fit.lbfgs import minimize_batched  # noqa: E402
+from lumos_megatron.scaling.fit.bootstrap import (  # noqa: E402
     bootstrap_approach3,
     bootstrap_starts,
     refit_resamples,
     resample_counts,
 )
-from lumos_megatron.scaling.fit_approach3 import fit_approach3, scipy_lbfgsb, start_grid  # noqa: E402
+from lumos_megatron.scaling.fit.approach3 import fit_approach3, scipy_lbfgsb, start_grid  # noqa: E402
 
 DATA = REPO / "tests" / "data" / "chinchilla_figure4_points.csv"
 NAMES = ("E", "A", "B", "alpha", "beta")

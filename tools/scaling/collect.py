@@ -47,8 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from lumos_megatron.scaling.model_accounting import DataLayout
-    from lumos_megatron.scaling.run_collect import COLUMNS, RunCollectError, collect_run
+    from lumos_megatron.training.flops import DataLayout
+    from lumos_megatron.scaling.ladder.collect import COLUMNS, RunCollectError, collect_run
 
     if args.smooth_last < 1:
         print("collect.py: error: --smooth-last must be >= 1", file=sys.stderr)

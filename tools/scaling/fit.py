@@ -29,8 +29,8 @@ if sys.path and os.path.abspath(sys.path[0]) == _HERE:
     del sys.path[0]  # keep this folder's scripts from shadowing modules
 sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))
 
-from lumos_megatron.scaling.fit_pipeline import FitOptions, run_scaling_fit  # noqa: E402
-from lumos_megatron.scaling.runs_table import RunsInputError  # noqa: E402
+from lumos_megatron.scaling.fit.pipeline import FitOptions, run_scaling_fit  # noqa: E402
+from lumos_megatron.scaling.fit.table import RunsInputError  # noqa: E402
 
 
 class _OneLineParser(argparse.ArgumentParser):

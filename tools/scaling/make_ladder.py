@@ -79,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _layout(args, base):
-    from lumos_megatron.scaling.model_accounting import DataLayout
+    from lumos_megatron.training.flops import DataLayout
 
     given = [args.text_tokens, args.frames, args.grid]
     if all(v is None for v in given):
@@ -93,11 +93,11 @@ def _layout(args, base):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from lumos_megatron.config import ConfigError
-    from lumos_megatron.scaling.hparam_rule import HParamRule
-    from lumos_megatron.scaling.ladder import LadderSpec, load_base, plan_ladder
-    from lumos_megatron.scaling.ladder_output import LaunchSpec, markdown_table, write_ladder
-    from lumos_megatron.scaling.ladder_shapes import ShapeRule
-    from lumos_megatron.scaling.model_accounting import DataLayout
+    from lumos_megatron.scaling.ladder.hparam_rule import HParamRule
+    from lumos_megatron.scaling.ladder.plan import LadderSpec, load_base, plan_ladder
+    from lumos_megatron.scaling.ladder.launch import LaunchSpec, markdown_table, write_ladder
+    from lumos_megatron.scaling.ladder.shapes import ShapeRule
+    from lumos_megatron.training.flops import DataLayout
 
     try:
         overrides = []
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         layout = _layout(args, base)
         spec = dataclasses.replace(spec, layout=layout)
         launch = LaunchSpec(Path(args.out), args.launcher, args.gpu, args.mfu)
-        launch.peak_tflops()  # unknown GPU / bad MFU: before any work
+        launch.peak_tflops(base.train.precision)  # unknown GPU / bad MFU: before any work
         runs = plan_ladder(spec)
     except (ValueError, ConfigError) as err:
         print(f"make_ladder.py: error: {err}", file=sys.stderr)

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib import cm, colors
 from matplotlib.figure import Figure
 
-from lumos_megatron.scaling.compute_optimal import has_optimal_allocation, optimal_allocation, predicted_loss
+from lumos_megatron.scaling.fit.allocation import has_optimal_allocation, optimal_allocation, predicted_loss
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -23,8 +23,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 from scipy.optimize import minimize
 
-from lumos_megatron.scaling.approach3_objective import Approach3Objective
-from lumos_megatron.scaling.batched_lbfgs import BatchedResult, minimize_batched
+from lumos_megatron.scaling.fit.objective import Approach3Objective
+from lumos_megatron.scaling.fit.lbfgs import BatchedResult, minimize_batched
 
 #: The published grid of starting points (Hoffmann et al. 2022; Besiroglu et al. 2024).
 START_GRID: Dict[str, Sequence[float]] = {

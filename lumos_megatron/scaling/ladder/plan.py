@@ -19,10 +19,9 @@ from typing import List, Optional, Tuple
 
 from lumos_megatron.config import LumosConfig, load_recipe, set_value, validate_config
 from lumos_megatron.platform.parallel import LayoutError, microbatch_group, resolve_layout
-from lumos_megatron.scaling.hparam_rule import HParamRule, RunHParams, run_hparams
-from lumos_megatron.scaling.ladder_shapes import LadderShape, ShapeRule, SizeBy, ladder_shapes
-from lumos_megatron.scaling.flops import StepFlops
-from lumos_megatron.scaling.model_accounting import DataLayout, flops_per_token, padded_length
+from lumos_megatron.scaling.ladder.hparam_rule import HParamRule, RunHParams, run_hparams
+from lumos_megatron.scaling.ladder.shapes import LadderShape, ShapeRule, SizeBy, ladder_shapes
+from lumos_megatron.training.flops import DataLayout, StepFlops, flops_per_token, padded_length
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from lumos_megatron.config import ConfigError, LumosConfig, load_recipe
-from lumos_megatron.scaling.model_accounting import DataLayout, flops_per_token, parameter_counts
+from lumos_megatron.training.flops import DataLayout, flops_per_token
+from lumos_megatron.models.parameter_counts import parameter_counts
 
 VALIDATION_TAG = "lm loss validation"
 TRAIN_TAG = "lm loss"

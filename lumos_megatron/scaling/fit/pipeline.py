@@ -18,20 +18,20 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from lumos_megatron.scaling import scaling_plots as plots
-from lumos_megatron.scaling.approach3_objective import HUBER_DELTA, Approach3Objective, predict_loss
-from lumos_megatron.scaling.batched_lbfgs import SCIPY_FTOL, SCIPY_GTOL
-from lumos_megatron.scaling.bootstrap_fit import BOOTSTRAP_GRID_STARTS, SAMPLE_NAMES, bootstrap_approach3
-from lumos_megatron.scaling.compute_optimal import (
+from lumos_megatron.scaling.fit import plots
+from lumos_megatron.scaling.fit.objective import HUBER_DELTA, Approach3Objective, predict_loss
+from lumos_megatron.scaling.fit.lbfgs import SCIPY_FTOL, SCIPY_GTOL
+from lumos_megatron.scaling.fit.bootstrap import BOOTSTRAP_GRID_STARTS, SAMPLE_NAMES, bootstrap_approach3
+from lumos_megatron.scaling.fit.allocation import (
     DEFAULT_FLOPS_PER_PARAM_TOKEN,
     allocation_summary,
     example_budgets,
     fit_flops_per_param_token,
 )
-from lumos_megatron.scaling.fit_approach3 import POLISH_TOP, START_GRID, fit_approach3
-from lumos_megatron.scaling.isoflop import BUDGET_RTOL, fit_approach2
-from lumos_megatron.scaling.runs_table import RunsInputError, exclude_top_loss, read_runs_csv, require_points
-from lumos_megatron.scaling.scaling_report import write_report
+from lumos_megatron.scaling.fit.approach3 import POLISH_TOP, START_GRID, fit_approach3
+from lumos_megatron.scaling.fit.approach2 import BUDGET_RTOL, fit_approach2
+from lumos_megatron.scaling.fit.table import RunsInputError, exclude_top_loss, read_runs_csv, require_points
+from lumos_megatron.scaling.fit.report import write_report
 
 #: File names of the figures, by role.
 PLOT_FILES = {"loss_vs_params": "loss_vs_params.png", "isoflop": "isoflop_profiles.png",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import List, Literal
 
 from lumos_megatron.config.schema import ModelConfig
-from lumos_megatron.scaling.model_accounting import parameter_counts
+from lumos_megatron.models.parameter_counts import parameter_counts
 
 SizeBy = Literal["non_embedding", "total"]
 SIZE_BY = ("non_embedding", "total")

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Dict, List
 
 from lumos_megatron.config import dump_config
-from lumos_megatron.scaling.flops import gpu_peak_tflops
-from lumos_megatron.scaling.hparam_rule import RULE_CITATION, RULE_NAME
-from lumos_megatron.scaling.ladder import LadderRun, LadderSpec, tokens_per_param
-from lumos_megatron.scaling.model_accounting import DataLayout
+from lumos_megatron.scaling.ladder.hparam_rule import RULE_CITATION, RULE_NAME
+from lumos_megatron.scaling.ladder.plan import LadderRun, LadderSpec, tokens_per_param
+from lumos_megatron.training.flops import DataLayout
+from lumos_megatron.training.gpu_peaks import GPU_PEAKS, compute_dtype, find_gpu
 
 LAUNCHERS = {"torchrun": "examples/slurm/train_torchrun.sbatch", "srun": "examples/slurm/train_srun.sbatch"}
 RECIPE_FILE = "recipe.yaml"
@@ -41,7 +41,8 @@ class LaunchSpec:
     out: Path
     launcher: str = "torchrun"
     gpu: str = "h100"
-    """GPU whose dense bf16 peak (``scaling.flops``'s table) the GPU-hour estimate uses."""
+    """GPU whose dense peak (``training.gpu_peaks``, in the dtype of each run's precision) the
+    GPU-hour estimate uses."""
     mfu: float = 0.35
     """Assumed model-FLOPs utilisation of the estimate."""
     max_job_hours: float = 24.0
@@ -49,16 +50,18 @@ class LaunchSpec:
     python: str = "python"
     """Interpreter of the local training command."""
 
-    def peak_tflops(self) -> float:
-        """The GPU's dense bf16 peak; ValueError for an unknown GPU or launcher."""
+    def peak_tflops(self, precision: str = "bf16") -> float:
+        """The GPU's dense peak for a run of ``precision`` (bf16, or fp32 without TF32: a plain
+        fp32 run is never rated against the bf16 peak); ValueError for an unknown GPU or launcher."""
         if self.launcher not in LAUNCHERS:
             raise ValueError(f"unknown launcher {self.launcher!r}; choose {', '.join(LAUNCHERS)}")
         if not 0 < self.mfu <= 1:
             raise ValueError(f"MFU {self.mfu} must lie in (0, 1]")
-        known = gpu_peak_tflops(self.gpu)
+        known = find_gpu(self.gpu)
         if known is None:
-            raise ValueError(f"unknown GPU {self.gpu!r} (the peak table knows h100, h200, a100, b200, ...)")
-        return known[1]
+            raise ValueError(f"unknown GPU {self.gpu!r}; the peak table knows "
+                             f"{', '.join(g.key for g in GPU_PEAKS)} (or h100, a100)")
+        return known.peak(compute_dtype(precision))
 
 
 def gpu_hours(flops: float, peak_tflops: float, mfu: float) -> float:
@@ -81,7 +84,7 @@ def job_time(hours: float, launch: LaunchSpec) -> str:
 def sbatch_command(run: LadderRun, spec: LadderSpec, launch: LaunchSpec) -> str:
     """The run's submission, from the repository root, through an existing launcher."""
     out = run_dir(launch, run)
-    wall = gpu_hours(run.flops, launch.peak_tflops(), launch.mfu) / spec.gpus
+    wall = gpu_hours(run.flops, launch.peak_tflops(run.cfg.train.precision), launch.mfu) / spec.gpus
     env = [f"RECIPE={shlex.quote(str(out / RECIPE_FILE))}", f"OUT={shlex.quote(str(out))}",
            f"GPUS_PER_NODE={spec.gpus_per_node}"]
     opts = [f"--job-name={run.name}", f"--nodes={spec.nodes}", f"--gpus-per-node={spec.gpus_per_node}"]
@@ -112,7 +115,7 @@ def run_entry(run: LadderRun, spec: LadderSpec, launch: LaunchSpec, layout: Data
         "train_iters": hp.train_iters, "global_batch_size": hp.global_batch_size,
         "micro_batch_size": hp.micro_batch_size, "lr": hp.lr, "min_lr": hp.min_lr,
         "warmup_iters": hp.warmup_iters, "eval_interval": run.eval_interval,
-        "gpu_hours": gpu_hours(run.flops, launch.peak_tflops(), launch.mfu),
+        "gpu_hours": gpu_hours(run.flops, launch.peak_tflops(run.cfg.train.precision), launch.mfu),
         "layout": asdict(layout), "sbatch": sbatch_command(run, spec, launch),
         "local_command": local_command(run, launch),
     }
@@ -139,13 +142,15 @@ def _si(x: float) -> str:
 
 def markdown_table(runs: List[LadderRun], spec: LadderSpec, launch: LaunchSpec) -> str:
     """The ladder as a markdown table, with estimated GPU-hours at the assumed MFU."""
-    peak = launch.peak_tflops()
     n_name = "N non-emb" if spec.size_by == "non_embedding" else "N total"
     lines = [f"| run | {n_name} | N total | D | D/N | C (model) | C (6ND) | iters | batch | LR | "
              f"{launch.gpu.upper()} GPU-h |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     total = 0.0
+    peaks = set()
     for r in runs:
+        peak = launch.peak_tflops(r.cfg.train.precision)
+        peaks.add(f"{peak:g} TFLOP/s dense {compute_dtype(r.cfg.train.precision)} peak")
         hours = gpu_hours(r.flops, peak, launch.mfu)
         total += hours
         lines.append(f"| {r.name} | {_si(r.shape.params(spec.size_by))} | {_si(r.shape.total_params)} | "
@@ -153,7 +158,7 @@ def markdown_table(runs: List[LadderRun], spec: LadderSpec, launch: LaunchSpec) 
                      f"{r.flops_6nd(spec.size_by):.3g} | {r.hparams.train_iters} | "
                      f"{r.hparams.global_batch_size} | {r.hparams.lr:.3g} | {hours:.3g} |")
     lines.append(f"\n{len(runs)} runs, {total:.3g} GPU-hours on {launch.gpu.upper()} at {launch.mfu:.0%} MFU "
-                 f"({peak:g} TFLOP/s dense bf16 peak).")
+                 f"({', '.join(sorted(peaks))}).")
     return "\n".join(lines)
 
 

@@ -25,9 +25,9 @@ from typing import Dict
 
 import numpy as np
 
-from lumos_megatron.scaling.approach3_objective import Approach3Objective
-from lumos_megatron.scaling.batched_lbfgs import minimize_batched
-from lumos_megatron.scaling.fit_approach3 import Approach3Fit
+from lumos_megatron.scaling.fit.objective import Approach3Objective
+from lumos_megatron.scaling.fit.lbfgs import minimize_batched
+from lumos_megatron.scaling.fit.approach3 import Approach3Fit
 
 #: Grid starts (best full-data end points first) re-run in every bootstrap refit.
 BOOTSTRAP_GRID_STARTS = 32

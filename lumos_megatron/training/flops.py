@@ -1,94 +1,92 @@
-"""What a Lumos configuration costs: parameter counts from the tensor shapes, and model FLOPs per
-training token on a given data layout.
+"""Model FLOPs of Lumos training, counted explicitly (not ``6 x params``): of one step, and per
+token of a data layout (what scaling ladders budget with).
 
-Parameters (``parameter_counts``) are counted from the shapes megatron allocates
-(``conversion.weight_layout.DecoderShapes``): per layer the input RMSNorm, the fused QKV
-``(heads + 2 groups) d x h``, the q/k LayerNorm (weight and bias of size d each, shared by all
-heads), the output projection ``h x heads d``, the pre-MLP RMSNorm, SwiGLU ``fc1`` ``2f x h`` and
-``fc2`` ``h x f``; then the final norm, the input embedding and the LM head (``V x h`` each, one
-tensor when tied). ``non_embedding`` is everything but the input embedding and the LM head (the
-scaling-law convention, as ``tools/checkpoint/inspect.py`` reports it). Groups are named as that
-tool names them: embedding, output_layer, attention, mlp, norms.
+Per token and layer (forward, multiply-add = 2 FLOPs):
 
-FLOPs (``flops_per_token``) come from the one FLOPs model the trainer's MFU uses,
-``scaling.flops.step_flops``, applied to one representative sample of the data layout: the sample
-is built with the vocabulary's layout builder and padded as the trainer pads it, its allowed
-frame-causal attention pairs are counted from its frame segment ids, and its AR-DF loss rows are
-the expected number of masked visual codes, ``E[r] x frames x H_l x W_l`` with ``E[r]`` the mean of
-the official mask-ratio schedule (``expected_mask_ratio``). Recomputation is not counted.
+* QKV projection ``2 h (n_q d + 2 n_kv d)``, output projection ``2 n_q d h``;
+* SwiGLU MLP ``3 x 2 h f`` (gate, up, down).
+
+Attention scores and the weighted sum cost ``4 d n_q`` per *allowed* (query, key) pair, so the
+frame-causal mask enters through the number of allowed pairs (causal pairs plus the extra
+bidirectional pairs inside each frame block), counted from the real batch.
+
+The LM head counts what the objective needs (``Objective.lm_head_shape``): with AR-DF only the
+loss rows against the visual columns (``2 h V_visual`` per loss row), otherwise every token
+against the full vocabulary. Backward is twice the forward; recomputation (activation
+checkpointing or the fused loss's chunk recompute) is not model FLOPs and is not counted, as in
+Megatron's MFU convention.
+
+Per token of a layout (``flops_per_token``): ``step_flops`` applied to one representative sample
+of the layout, built with the vocabulary's layout builder and padded as the trainer pads it; its
+allowed attention pairs are counted from its frame segment ids, and its AR-DF loss rows are the
+expected number of masked visual codes, ``E[r] x frames x H_l x W_l`` with ``E[r]`` the mean of
+the official mask-ratio schedule (``expected_mask_ratio``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 
-from lumos_megatron.config.schema import LumosConfig, ModelConfig
-from lumos_megatron.conversion.weight_layout import DecoderShapes
+from lumos_megatron.config.schema import LumosConfig
+from lumos_megatron.config.validate import head_dim
 from lumos_megatron.models.frame_mask import allowed_pairs, frame_segment_ids
 from lumos_megatron.objective import build_objective
 from lumos_megatron.platform.parallel import sequence_length_divisor
-from lumos_megatron.scaling.flops import StepFlops, step_flops
 from lumos_megatron.training.data_plan import step_seq_length
 from lumos_megatron.vocab import LumosVocab, build_video_sample
 
-# Caption ids of the representative sample: plain text ids, above the reserved range (as mock data).
-_TEXT_ID = 10000
+
+def attention_pairs(segment_ids: torch.Tensor) -> float:
+    """Allowed (query, key) pairs of the frame-causal mask summed over a batch of segment ids
+    [B, L] (0 outside frames, k inside frame block k): causal pairs plus, per frame block of
+    length n, the n(n-1)/2 keys after each query inside the block (``models.frame_mask``)."""
+    return float(allowed_pairs(segment_ids).sum())
 
 
 @dataclass(frozen=True)
-class ParameterCounts:
-    """Parameters of a Lumos decoder, by part."""
+class StepFlops:
+    """Model FLOPs of one optimizer step, by part."""
 
-    total: int
-    """Every parameter (a tied embedding/LM head counted once)."""
-    embedding: int
-    """Input embedding ``V x h``."""
-    output_layer: int
-    """LM head ``V x h`` (0 when tied to the embedding)."""
-    by_group: Dict[str, int] = field(default_factory=dict)
-    """embedding, output_layer, attention, mlp, norms."""
+    dense: float
+    attention: float
+    lm_head: float
 
     @property
-    def non_embedding(self) -> int:
-        """Total minus the input embedding and the LM head."""
-        return self.total - self.embedding - self.output_layer
+    def total(self) -> float:
+        """All model FLOPs of the step (forward + backward)."""
+        return self.dense + self.attention + self.lm_head
+
+    @property
+    def non_embedding(self) -> float:
+        """Without the LM head (DeepSeek LLM's ``M`` when counted per token)."""
+        return self.dense + self.attention
+
+    def per_token(self, tokens: float) -> "StepFlops":
+        """The same parts divided by ``tokens``."""
+        return StepFlops(self.dense / tokens, self.attention / tokens, self.lm_head / tokens)
 
 
-def _layer_shapes(model: ModelConfig) -> Dict[str, Tuple[int, ...]]:
-    """Per-layer megatron parameters of ``model`` (``DecoderShapes`` plus the optional parts)."""
-    s = DecoderShapes.of(model)
-    shapes = dict(s.megatron_layer_shapes())
-    if not model.qk_layernorm:
-        shapes = {k: v for k, v in shapes.items() if "q_layernorm" not in k and "k_layernorm" not in k}
-    if model.add_bias_linear:
-        shapes.update({"self_attention.linear_qkv.bias": (s.qkv_rows,),
-                       "self_attention.linear_proj.bias": (s.hidden,),
-                       "mlp.linear_fc1.bias": (2 * s.ffn,), "mlp.linear_fc2.bias": (s.hidden,)})
-    return shapes
+def step_flops(cfg: LumosConfig, tokens: float, pairs: float, loss_rows: float) -> StepFlops:
+    """FLOPs of a step that processed ``tokens`` tokens with ``pairs`` allowed attention pairs
+    and ``loss_rows`` visual loss rows (all summed over the global batch)."""
+    m = cfg.model
+    d, h, f = head_dim(cfg), m.hidden_size, m.ffn_hidden_size
+    n_q, n_kv = m.num_attention_heads, m.num_query_groups or m.num_attention_heads
+    per_token_layer = 2 * h * (n_q * d + 2 * n_kv * d) + 2 * n_q * d * h + 3 * 2 * h * f
+    dense = 3 * m.num_layers * per_token_layer * tokens
+    attention = 3 * m.num_layers * 4 * d * n_q * pairs
+    rows, columns = build_objective(cfg).lm_head_shape(tokens, loss_rows)
+    lm_head = 3 * 2 * h * columns * rows
+    return StepFlops(dense, attention, lm_head)
 
 
-def _layer_group(name: str) -> str:
-    if name.startswith("self_attention."):
-        return "attention"
-    if name.startswith("mlp."):
-        return "mlp"
-    return "norms"
-
-
-def parameter_counts(model: ModelConfig) -> ParameterCounts:
-    """Parameter counts of a model section (``LumosConfig.model``), from its shapes alone."""
-    groups = {"embedding": model.vocab_size * model.hidden_size,
-              "output_layer": 0 if model.tie_embeddings else model.vocab_size * model.hidden_size,
-              "attention": 0, "mlp": 0, "norms": model.hidden_size}  # norms: the final RMSNorm
-    for name, shape in _layer_shapes(model).items():
-        groups[_layer_group(name)] += model.num_layers * math.prod(shape)
-    return ParameterCounts(total=sum(groups.values()), embedding=groups["embedding"],
-                           output_layer=groups["output_layer"], by_group=groups)
+# Caption ids of the representative sample: plain text ids, above the reserved range (as mock data).
+_TEXT_ID = 10000
 
 
 def expected_mask_ratio(min_ratio: float) -> float:
