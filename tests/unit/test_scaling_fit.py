@@ -17,7 +17,13 @@ from scipy.optimize import minimize_scalar
 
 from lumos_megatron.scaling.fit.objective import Approach3Objective, huber, predict_log_loss
 from lumos_megatron.scaling.fit.bootstrap import bootstrap_approach3
-from lumos_megatron.scaling.fit.allocation import allocation_exponents, optimal_allocation, predicted_loss
+from lumos_megatron.scaling.fit.allocation import (
+    FlopsModel,
+    allocation_exponents,
+    optimal_allocation,
+    optimal_allocation_for,
+    predicted_loss,
+)
 from lumos_megatron.scaling.fit.approach3 import fit_approach3
 from lumos_megatron.scaling.fit.approach2 import fit_approach2
 from lumos_megatron.scaling.fit.report import _optimum_provenance
@@ -157,12 +163,12 @@ def test_approach2_recovers_the_params_exponent():
             d_list.append(budget * (1 + 0.01 * rng.standard_normal()) / (6 * n))
     n, d = np.array(n_list), np.array(d_list)
     loss = predicted_loss(TRUTH, n, d) * np.exp(0.002 * rng.standard_normal(n.size))
-    result = fit_approach2(n, loss, 6 * n * d, 6.0)
+    result = fit_approach2(n, loss, 6 * n * d, FlopsModel.constant(6.0))
     assert not result["skipped"] and result["num_budgets"] == 5 and result["num_used"] == 5
     expected = allocation_exponents(TRUTH["alpha"], TRUTH["beta"])
     assert result["params_opt"]["exponent"] == pytest.approx(expected["a"], abs=0.015)
     assert result["tokens_opt"]["exponent"] == pytest.approx(expected["b"], abs=0.015)
-    few = fit_approach2(n[:12], loss[:12], 6 * n[:12] * d[:12], 6.0)
+    few = fit_approach2(n[:12], loss[:12], 6 * n[:12] * d[:12], FlopsModel.constant(6.0))
     assert few["skipped"] and "at least 2 budgets" in few["note"]
 
 
@@ -174,6 +180,8 @@ def test_allocation_formula_matches_numeric_minimisation(k):
         numeric = minimize_scalar(lambda x, c=budget: predicted_loss(TRUTH, np.exp(x), c / (k * np.exp(x))),
                                   bracket=(10.0, 30.0), tol=1e-12)
         assert np.exp(numeric.x) == pytest.approx(n_opt, rel=1e-4)
+        (n_num,), (d_num,) = optimal_allocation_for(TRUTH, budget, FlopsModel.constant(k))
+        assert n_num == pytest.approx(n_opt, rel=1e-6) and d_num == pytest.approx(d_opt, rel=1e-6)
 
 
 def _load_cli():
@@ -191,10 +199,12 @@ def test_flops_column_sets_the_allocation_factor(tmp_path):
                              "--params-column", "non_embedding_params"]) == 0
     fit = json.loads((tmp_path / "out" / "fit.json").read_text())
     allocation = fit["allocation"]
-    assert allocation["flops_per_param_token"] == pytest.approx(7.5)
-    assert "fitted" in allocation["flops_per_param_token_source"]
-    row = allocation["budgets"][0]
-    assert 7.5 * row["params"] * row["tokens"] == pytest.approx(row["flops"])
+    assert allocation["flops_model"]["flops_per_param_token"] == pytest.approx([7.5] * 9)
+    assert "measured" in allocation["flops_model"]["source"]
+    for row in allocation["budgets"]:
+        assert 7.5 * row["params"] * row["tokens"] == pytest.approx(row["flops"])
+        closed = optimal_allocation(fit, row["flops"], 7.5)
+        assert row["params"] == pytest.approx(closed[0], rel=1e-6)
     assert fit["settings"]["params_column"] == "non_embedding_params"
     assert fit["approach2"]["skipped"]  # a full N x D grid has no shared budgets
 

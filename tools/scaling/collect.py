@@ -1,15 +1,18 @@
 """Collect training runs into the CSV a scaling-law fit reads (one row per run, or per evaluation).
 
     python tools/scaling/collect.py RUN_DIR [RUN_DIR ...] --out runs.csv [--per-eval]
-        [--loss final|smoothed] [--smooth-last K]
+        [--loss final|smoothed] [--smooth-last K] [--size-by non-embedding|total]
         [--text-tokens T --frames F --grid H W]
 
 A RUN_DIR is a ladder run's directory (make_ladder's DIR/<run>, the launcher's OUT): TensorBoard
 events under RUN_DIR/tensorboard and its configuration from checkpoints/iter_*/run_config.yaml,
-run_config.yaml or recipe.yaml (docs/scaling_ladders.md). Columns: name, params (total),
-non_embedding_params, total_params, tokens, loss, loss_source (validation | train), flops (our
-model FLOPs), loss_final, loss_smoothed, supervised_tokens, iteration, evaluations, run, run_dir.
-Unusable runs are reported on stderr and skipped; exit status 2 when no run gives a row.
+run_config.yaml or recipe.yaml (docs/scaling_ladders.md). Columns: name, params (the ladder's size
+measure, see size_by), size_by, non_embedding_params, total_params, tokens, loss, loss_source
+(validation | train), flops (our model FLOPs reached), budget (the ladder's label, on the final row
+of a finished run), loss_final, loss_smoothed, supervised_tokens, iteration, train_iters,
+evaluations, run, run_dir. --size-by overrides the ladder's measure (default for runs no ladder
+planned: total). Unusable runs are reported on stderr and skipped; a run that stopped before its
+planned iterations is collected with a warning and no budget; exit status 2 when no run gives a row.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--loss", choices=("final", "smoothed"), default="final",
                    help="which validation loss goes into the loss column (default: the last evaluation)")
     p.add_argument("--smooth-last", type=int, default=3, help="evaluations averaged by loss_smoothed")
+    p.add_argument("--size-by", choices=("non-embedding", "total"), default=None,
+                   help="parameter count of the params column (default: the ladder's, else total)")
     p.add_argument("--text-tokens", type=int, default=None, help="sample layout of real-data runs")
     p.add_argument("--frames", type=int, default=None)
     p.add_argument("--grid", type=int, nargs=2, default=None, metavar=("H", "W"))
@@ -61,13 +66,18 @@ def main(argv=None) -> int:
     rows = []
     for i, run in enumerate(args.runs, 1):
         try:
-            got = collect_run(Path(run), args.smooth_last, args.per_eval, args.loss, layout)
+            got = collect_run(Path(run), args.smooth_last, args.per_eval, args.loss, layout,
+                              args.size_by.replace("-", "_") if args.size_by else None)
         except (RunCollectError, ValueError, OSError) as err:
             print(f"collect.py: skipping {run}: {err}", file=sys.stderr)
             continue
         rows += got
-        print(f"[{i}/{len(args.runs)}] {run}: {len(got)} row(s), loss {got[-1]['loss']:.4f} "
-              f"({got[-1]['loss_source']})", file=sys.stderr)
+        last = got[-1]
+        print(f"[{i}/{len(args.runs)}] {run}: {len(got)} row(s), loss {last['loss']:.4f} "
+              f"({last['loss_source']}), N = {last['params']} {last['size_by']}", file=sys.stderr)
+        if last["train_iters"] and last["iteration"] < last["train_iters"]:
+            print(f"collect.py: warning: {run} stopped at iteration {last['iteration']} of "
+                  f"{last['train_iters']}; its rows carry no budget", file=sys.stderr)
     if not rows:
         print("collect.py: error: no usable run", file=sys.stderr)
         return 2

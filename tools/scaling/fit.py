@@ -1,16 +1,20 @@
 """Fit scaling laws to a table of training runs (Hoffmann et al. 2022, Approaches 3 and 2).
 
     python tools/scaling/fit.py --runs RUNS.csv --out DIR [--exclude-top-loss K] [--bootstrap B]
-        [--seed S] [--ci 0.95] [--params-column params] [--huber-delta 1e-3] [--budget-rtol 0.05]
+        [--seed S] [--ci 0.95] [--params-column params] [--allow-mixed-loss] [--huber-delta 1e-3]
+        [--budget-rtol 0.05]
 
 RUNS.csv needs the columns ``params`` (or the one named by --params-column), ``tokens`` and
-``loss``; ``flops`` and ``budget`` are used when present, other columns are ignored. Writes
+``loss``; ``size_by``, ``flops``, ``budget``, ``loss_source`` and ``run`` are used when present
+(what collect.py writes: ``params`` is then the ladder's own size measure), other columns are
+ignored. Writes
 ``DIR/fit.json`` (E, A, B, alpha, beta, their bootstrap intervals ``ci``, Approach 2, the
 compute-optimal allocation and every setting), ``DIR/bootstrap_samples.csv``, PNG plots and
 ``DIR/report.md``. The method is described in docs/scaling.md.
 
 Exit status: 0 done; 2 bad input (one line on stderr: missing file or column, a value that is not
-a finite positive number, too few runs, an invalid option).
+a finite positive number, rows of two size measures or of two loss sources, too few runs, an
+invalid option).
 """
 
 from __future__ import annotations
@@ -52,7 +56,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ci", type=float, default=0.95,
                    help="central coverage of the percentile intervals (default 0.95)")
     p.add_argument("--params-column", default="params",
-                   help="column with the parameter count N (default params; e.g. non_embedding_params)")
+                   help="column with the parameter count N (default params: the ladder's measure, "
+                        "size_by; or non_embedding_params, total_params)")
+    p.add_argument("--allow-mixed-loss", action="store_true",
+                   help="fit validation and training losses together (refused by default)")
     p.add_argument("--huber-delta", type=float, default=1e-3, help="Huber threshold (default 1e-3)")
     p.add_argument("--budget-rtol", type=float, default=0.05,
                    help="relative compute tolerance of one IsoFLOP budget (default 0.05)")
@@ -63,6 +70,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     options = FitOptions(exclude_top_loss=args.exclude_top_loss, bootstrap=args.bootstrap,
                          seed=args.seed, ci=args.ci, params_column=args.params_column,
+                         allow_mixed_loss=args.allow_mixed_loss,
                          huber_delta=args.huber_delta, budget_rtol=args.budget_rtol)
     try:
         result = run_scaling_fit(args.runs, args.out, options)

@@ -1,8 +1,12 @@
 """Bootstrap uncertainty of the Approach 3 parameters (percentile intervals).
 
-Each bootstrap replicate resamples the P runs with replacement (P draws) and refits the model. A
-resample is represented by integer weights on the original runs (how many times each was drawn), so
-all replicates share one objective and run together in ``batched_lbfgs.minimize_batched``.
+Each bootstrap replicate resamples the G runs with replacement (G draws) and refits the model. A
+*run* is the unit: when the table has several rows per run (one per evaluation, ``collect.py
+--per-eval``), a drawn run brings all its rows, since the evaluations of one run share its seed,
+data order and schedule and are not independent observations; resampling rows would make the
+intervals too narrow. A resample is represented by integer weights on the rows (how many times
+their run was drawn), so all replicates share one objective and run together in
+``lbfgs.minimize_batched``. With one row per run this is the classic row bootstrap, draw for draw.
 
 Starting points of each refit (a deliberate saving over re-running the 4,500-point grid per replicate):
 the full-data optimum, plus the ``grid_starts`` (default 32) points *of the published grid* whose
@@ -21,7 +25,7 @@ that was the run started at the full-data optimum.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -46,6 +50,8 @@ class BootstrapResult:
     starts: np.ndarray
     optimum_start_wins: int
     seed: int
+    weights: Optional[np.ndarray] = None
+    """``[R, P]`` row weights of the resamples (Approach 2 refits on the same resamples)."""
 
     @property
     def samples(self) -> np.ndarray:
@@ -60,13 +66,20 @@ class BootstrapResult:
         return {name: [float(low[i]), float(high[i])] for i, name in enumerate(SAMPLE_NAMES)}
 
 
-def resample_counts(num_points: int, num_resamples: int, seed: int) -> np.ndarray:
-    """``[R, P]`` draw counts of ``num_resamples`` resamples with replacement of ``num_points`` runs."""
+def resample_counts(groups: np.ndarray | int, num_resamples: int, seed: int) -> np.ndarray:
+    """``[R, P]`` row weights of ``num_resamples`` resamples with replacement of whole runs.
+
+    ``groups`` gives each row's run id (``[P]``; an int P means P rows, each its own run). Each
+    resample draws as many runs as there are, and a row's weight is how often its run was drawn."""
+    groups = np.arange(groups) if np.ndim(groups) == 0 else np.asarray(groups)
+    _, codes = np.unique(groups, return_inverse=True)
+    num_groups = int(codes.max()) + 1
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, num_points, size=(num_resamples, num_points))
-    flat = draws + num_points * np.arange(num_resamples)[:, None]
-    return np.bincount(flat.ravel(), minlength=num_resamples * num_points).reshape(
-        num_resamples, num_points).astype(float)
+    draws = rng.integers(0, num_groups, size=(num_resamples, num_groups))
+    flat = draws + num_groups * np.arange(num_resamples)[:, None]
+    per_group = np.bincount(flat.ravel(), minlength=num_resamples * num_groups).reshape(
+        num_resamples, num_groups).astype(float)
+    return per_group[:, codes]
 
 
 def bootstrap_starts(fit: Approach3Fit, grid_starts: int = BOOTSTRAP_GRID_STARTS) -> np.ndarray:
@@ -91,12 +104,14 @@ def refit_resamples(objective: Approach3Objective, counts: np.ndarray, starts: n
 
 
 def bootstrap_approach3(objective: Approach3Objective, fit: Approach3Fit, num_resamples: int,
-                        seed: int = 0, grid_starts: int = BOOTSTRAP_GRID_STARTS) -> BootstrapResult:
+                        seed: int = 0, grid_starts: int = BOOTSTRAP_GRID_STARTS,
+                        groups: Optional[np.ndarray] = None) -> BootstrapResult:
     """Refit Approach 3 on ``num_resamples`` bootstrap resamples of ``objective``'s runs.
 
-    ``fit`` is the full-data fit; its optimum and best grid starts seed the refits (module doc)."""
+    ``fit`` is the full-data fit; its optimum and best grid starts seed the refits (module doc).
+    ``groups`` (``[P]``) names each row's run; default: every row is a run."""
     starts = bootstrap_starts(fit, grid_starts)
-    counts = resample_counts(objective.num_points, num_resamples, seed)
+    counts = resample_counts(objective.num_points if groups is None else groups, num_resamples, seed)
     theta, value, best = refit_resamples(objective, counts, starts)
     return BootstrapResult(theta=theta, objective=value, starts=starts,
-                           optimum_start_wins=int((best == 0).sum()), seed=seed)
+                           optimum_start_wins=int((best == 0).sum()), seed=seed, weights=counts)

@@ -11,10 +11,16 @@ and stopping test). Converged starts leave the batch, so the work shrinks as the
 Per start, an iteration is textbook L-BFGS (Nocedal and Wright, Numerical Optimization, Alg. 7.4 and
 7.5): the two-loop recursion gives the search direction from the last ``memory`` curvature pairs,
 a backtracking line search accepts the first step satisfying the Armijo condition, and the pair
-``(s, y)`` is stored only when ``s . y > 0`` (so the implicit Hessian stays positive definite). The
-stopping tests are those of scipy's L-BFGS-B with its defaults: relative reduction of the
-objective ``(f_k - f_k+1) / max(|f_k|, |f_k+1|, 1) <= ftol`` with ``ftol = 1e7 * machine epsilon``,
-or largest absolute gradient entry ``<= gtol = 1e-5``, or an iteration limit, or a failed line search.
+``(s, y)`` is stored only when ``s . y > 0`` (so the implicit Hessian stays positive definite).
+
+**Stopping is scale-free.** A start stops when the relative reduction of the objective
+``(f_k - f_k+1) / max(|f_k|, |f_k+1|) <= ftol`` or the largest gradient entry ``<= gtol |f_k+1|``,
+or at an iteration limit or a failed line search. scipy's L-BFGS-B divides the reduction by
+``max(|f_k|, |f_k+1|, 1)`` and tests the gradient in absolute terms, so on an objective far below 1
+(the Huber objective of a scaling fit is ~1e-3, smaller on small ladders) its test is absolute and
+stops early; multiplying the objective by a constant would change where it stops. Here it does not:
+the iterates, the stopping point and the result of ``c f`` equal those of ``f`` for any ``c > 0``
+(up to rounding; the first step of a start is normalised by the gradient's length).
 The trajectories differ from scipy's (its line search is Moré-Thuente), so a start may end at a
 different local optimum than scipy would; what matters for the recipe, the best optimum over the grid,
 is checked against the per-start scipy loop in ``tools/bench/scaling_fit.py``.
@@ -27,10 +33,13 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-#: scipy L-BFGS-B default relative-reduction tolerance (factr = 1e7 times machine epsilon).
-SCIPY_FTOL = 1e7 * np.finfo(float).eps
-#: scipy L-BFGS-B default projected-gradient tolerance.
-SCIPY_GTOL = 1e-5
+#: Relative-reduction tolerance: scipy L-BFGS-B's default value (factr = 1e7 times machine
+#: epsilon), applied relative to |f| without scipy's floor of 1.
+FTOL = 1e7 * np.finfo(float).eps
+#: Gradient tolerance relative to |f|: stop when every gradient entry is below ``GTOL |f|``.
+GTOL = 1e-5
+#: Floor of the relative tests' denominator (an objective of exactly 0 stops on no reduction).
+_TINY = 1e-300
 
 BatchedFunGrad = Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
 
@@ -78,7 +87,7 @@ def _row_norms(a: np.ndarray) -> np.ndarray:
 
 
 def minimize_batched(fun_grad: BatchedFunGrad, x0: np.ndarray, *, memory: int = 10,
-                     ftol: float = SCIPY_FTOL, gtol: float = SCIPY_GTOL, max_iter: int = 15000,
+                     ftol: float = FTOL, gtol: float = GTOL, max_iter: int = 15000,
                      max_backtracks: int = 40, armijo: float = 1e-4,
                      rows: Optional[np.ndarray] = None) -> BatchedResult:
     """Minimise from every row of ``x0`` (``[S, d]``) independently with L-BFGS.
@@ -98,7 +107,7 @@ def minimize_batched(fun_grad: BatchedFunGrad, x0: np.ndarray, *, memory: int = 
     rho = np.zeros((n_start, memory))
     gamma = np.ones(n_start)
     active = np.arange(n_start)  # indices into the outputs of the starts still running
-    done = np.abs(grad).max(axis=1) <= gtol
+    done = np.abs(grad).max(axis=1) <= gtol * np.maximum(np.abs(fun), _TINY)
     iteration = 0
     while True:
         keep = ~done
@@ -157,12 +166,12 @@ def minimize_batched(fun_grad: BatchedFunGrad, x0: np.ndarray, *, memory: int = 
             rho[upd, -1] = inv_sy[upd]
             gamma[upd] = scaling[upd]
         reduction = np.where(moved, fun - new_fun, 0.0)
-        scale = np.maximum(np.maximum(np.abs(fun), np.abs(new_fun)), 1.0)
+        scale = np.maximum(np.maximum(np.abs(fun), np.where(moved, np.abs(new_fun), 0.0)), _TINY)
         x = np.where(moved[:, None], new_x, x)
         fun = np.where(moved, new_fun, fun)
         grad = np.where(moved[:, None], new_grad, grad)
-        converged = moved & ((reduction <= ftol * np.where(moved, scale, 1.0))
-                             | (np.abs(grad).max(axis=1) <= gtol))
+        converged = moved & ((reduction <= ftol * scale)
+                             | (np.abs(grad).max(axis=1) <= gtol * np.maximum(np.abs(fun), _TINY)))
         done = converged | failed
         out.x[active], out.fun[active], out.grad[active] = x, fun, grad
         out.nit[active] = iteration

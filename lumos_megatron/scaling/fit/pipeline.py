@@ -20,15 +20,10 @@ import numpy as np
 
 from lumos_megatron.scaling.fit import plots
 from lumos_megatron.scaling.fit.objective import HUBER_DELTA, Approach3Objective, predict_loss
-from lumos_megatron.scaling.fit.lbfgs import SCIPY_FTOL, SCIPY_GTOL
+from lumos_megatron.scaling.fit.allocation import FlopsModel, allocation_summary, example_budgets
+from lumos_megatron.scaling.fit.approach3 import POLISH_TOP, REFINE_FTOL, REFINE_GTOL, START_GRID, fit_approach3
 from lumos_megatron.scaling.fit.bootstrap import BOOTSTRAP_GRID_STARTS, SAMPLE_NAMES, bootstrap_approach3
-from lumos_megatron.scaling.fit.allocation import (
-    DEFAULT_FLOPS_PER_PARAM_TOKEN,
-    allocation_summary,
-    example_budgets,
-    fit_flops_per_param_token,
-)
-from lumos_megatron.scaling.fit.approach3 import POLISH_TOP, START_GRID, fit_approach3
+from lumos_megatron.scaling.fit.lbfgs import FTOL, GTOL
 from lumos_megatron.scaling.fit.approach2 import BUDGET_RTOL, fit_approach2
 from lumos_megatron.scaling.fit.table import RunsInputError, exclude_top_loss, read_runs_csv, require_points
 from lumos_megatron.scaling.fit.report import write_report
@@ -48,6 +43,7 @@ class FitOptions:
     seed: int = 0
     ci: float = 0.95
     params_column: str = "params"
+    allow_mixed_loss: bool = False
     huber_delta: float = HUBER_DELTA
     budget_rtol: float = BUDGET_RTOL
     bootstrap_grid_starts: int = BOOTSTRAP_GRID_STARTS
@@ -86,7 +82,7 @@ def run_scaling_fit(runs_csv: str | Path, out_dir: str | Path, options: Optional
     options = options or FitOptions()
     options.validate()
     started = time.perf_counter()
-    all_runs = read_runs_csv(runs_csv, options.params_column)
+    all_runs = read_runs_csv(runs_csv, options.params_column, options.allow_mixed_loss)
     runs, excluded = exclude_top_loss(all_runs, options.exclude_top_loss)
     require_points(runs)
     out = Path(out_dir)
@@ -101,19 +97,20 @@ def run_scaling_fit(runs_csv: str | Path, out_dir: str | Path, options: Optional
     t_fit = time.perf_counter() - t0
     params = fit.params()
     t0 = time.perf_counter()
-    boot = bootstrap_approach3(objective, fit, options.bootstrap, options.seed, options.bootstrap_grid_starts)
+    boot = bootstrap_approach3(objective, fit, options.bootstrap, options.seed, options.bootstrap_grid_starts,
+                               groups=runs.groups)
     t_boot = time.perf_counter() - t0
     ci = boot.intervals(options.ci)
     samples = boot.samples
 
-    factor_fit = None
-    k = DEFAULT_FLOPS_PER_PARAM_TOKEN
+    # Compute per row: the flops column where given, else the FLOPs-per-token model of the others.
+    flops_model = FlopsModel.measure(runs.params, runs.tokens, runs.flops) or FlopsModel.constant()
+    compute = flops_model.compute(runs.params, runs.tokens)
     if runs.flops is not None:
-        factor_fit = fit_flops_per_param_token(runs.params, runs.tokens, runs.flops)
-        k = factor_fit["k"]
-    compute = runs.compute(k)
-    approach2 = fit_approach2(runs.params, runs.loss, compute, k, runs.budget, options.budget_rtol)
-    allocation = allocation_summary(params, example_budgets(compute), k, factor_fit)
+        compute = np.where(np.isfinite(runs.flops), runs.flops, compute)
+    approach2 = fit_approach2(runs.params, runs.loss, compute, flops_model, runs.budget, options.budget_rtol,
+                              resample_weights=boot.weights, ci=options.ci)
+    allocation = allocation_summary(params, example_budgets(compute), flops_model)
 
     with (out / "bootstrap_samples.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -127,8 +124,9 @@ def run_scaling_fit(runs_csv: str | Path, out_dir: str | Path, options: Optional
     ex_fitted = predict_loss(fit.theta, ex[:, 0], ex[:, 1]) if len(ex) else np.zeros(0)
     budgets = plots.representative_budgets(compute, approach2)
     plots.plot_loss_vs_params(out / PLOT_FILES["loss_vs_params"], runs.params, runs.loss, compute,
-                              params, k, budgets)
-    plots.plot_isoflop(out / PLOT_FILES["isoflop"], runs.params, runs.loss, compute, approach2, params, k)
+                              params, flops_model, budgets)
+    plots.plot_isoflop(out / PLOT_FILES["isoflop"], runs.params, runs.loss, compute, approach2, params,
+                       flops_model)
     plots.plot_observed_vs_fitted(out / PLOT_FILES["observed_vs_fitted"], runs.loss, fitted, ex[:, 2], ex_fitted)
     plots.plot_residuals(out / PLOT_FILES["residuals"], runs.params, runs.tokens, log_residual,
                          options.huber_delta)
@@ -140,13 +138,18 @@ def run_scaling_fit(runs_csv: str | Path, out_dir: str | Path, options: Optional
         **params,
         "ci": ci,
         "ci_level": options.ci,
-        "ci_method": f"bootstrap percentile interval, {options.bootstrap} resamples of the runs with replacement",
+        "ci_method": (f"bootstrap percentile interval, {options.bootstrap} resamples of the runs with "
+                      f"replacement ({int(np.unique(runs.groups).size)} runs"
+                      + (f" of {len(runs)} rows; a run's rows are drawn together)" if runs.run is not None else ")")),
         "log_params": {"a": float(fit.theta[0]), "b": float(fit.theta[1]), "e": float(fit.theta[2])},
         "objective": fit.objective,
         "model": "L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022, Approach 3)",
         "settings": {
             "runs_csv": str(runs_csv),
             "params_column": options.params_column,
+            "size_by": runs.measure,
+            "loss_source": list(runs.loss_sources),
+            "num_runs": int(np.unique(runs.groups).size),
             "num_points": len(runs),
             "num_points_total": len(all_runs),
             "exclude_top_loss": options.exclude_top_loss,
@@ -155,9 +158,12 @@ def run_scaling_fit(runs_csv: str | Path, out_dir: str | Path, options: Optional
             "objective": "sum of Huber_delta(LSE(a - alpha log N, b - beta log D, e) - log L)",
             "grid": {name: list(values) for name, values in START_GRID.items()},
             "num_starts": fit.num_starts,
-            "optimizer": {"name": "L-BFGS, all starts batched (numpy), best end points polished with "
+            "optimizer": {"name": "L-BFGS, all starts batched (numpy), best end points refined with "
                                   "scipy L-BFGS-B, analytic gradients",
-                          "ftol": SCIPY_FTOL, "gtol": SCIPY_GTOL, "memory": 10, "polish_top": POLISH_TOP},
+                          "stopping": "relative to the objective's value (scale-free)",
+                          "ftol_relative": FTOL, "gtol_relative": GTOL, "memory": 10,
+                          "refine": {"top": POLISH_TOP, "ftol_relative": REFINE_FTOL,
+                                     "gtol_relative": REFINE_GTOL}},
             "bootstrap": options.bootstrap,
             "bootstrap_starts": f"full-data optimum + the {options.bootstrap_grid_starts} grid starts "
                                 "whose full-data runs ended lowest",
@@ -166,6 +172,7 @@ def run_scaling_fit(runs_csv: str | Path, out_dir: str | Path, options: Optional
             "budget_rtol": options.budget_rtol,
         },
         "diagnostics": {"starts_at_optimum": fit.starts_at_optimum, "polish_improved": fit.polished,
+                        "objective_batched": fit.batched_objective, "objective_refined": fit.objective,
                         "max_iterations": fit.batched_iterations,
                         "bootstrap_optimum_start_wins": boot.optimum_start_wins},
         "bootstrap": {"num_resamples": options.bootstrap, "samples_file": "bootstrap_samples.csv",

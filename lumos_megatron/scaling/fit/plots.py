@@ -3,7 +3,7 @@
 Each function draws one figure into ``path`` and returns it:
 
 * ``plot_loss_vs_params``: runs' loss against N, coloured by compute, with the fitted law along
-  ``D = C / (k N)`` for representative budgets;
+  ``D = C / M(N)`` (FLOPs per token ``M``) for representative budgets;
 * ``plot_isoflop``: Approach 2 profiles (parabolas and their minima) and ``N*(C)`` from Approach 2
   next to Approach 3's;
 * ``plot_observed_vs_fitted`` and ``plot_residuals``: goodness of fit, left-out runs marked;
@@ -20,7 +20,12 @@ import numpy as np
 from matplotlib import cm, colors
 from matplotlib.figure import Figure
 
-from lumos_megatron.scaling.fit.allocation import has_optimal_allocation, optimal_allocation, predicted_loss
+from lumos_megatron.scaling.fit.allocation import (
+    FlopsModel,
+    has_optimal_allocation,
+    optimal_allocation_for,
+    predicted_loss,
+)
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -46,7 +51,7 @@ def representative_budgets(compute: np.ndarray, approach2: Optional[Dict], count
 
 
 def plot_loss_vs_params(path: Path, params: np.ndarray, loss: np.ndarray, compute: np.ndarray,
-                        fit: Dict[str, float], k: float, budgets: Sequence[float]) -> Path:
+                        fit: Dict[str, float], flops: FlopsModel, budgets: Sequence[float]) -> Path:
     """Loss against model size, points coloured by log10 compute, fitted curves per budget."""
     fig = Figure(figsize=(7.5, 5))
     ax = fig.add_subplot()
@@ -54,22 +59,23 @@ def plot_loss_vs_params(path: Path, params: np.ndarray, loss: np.ndarray, comput
     ax.scatter(params, loss, c=cmap(norm(np.log10(compute))), s=14, alpha=0.8, edgecolors="none")
     n_grid = np.geomspace(params.min() / 1.5, params.max() * 1.5, 200)
     for c in budgets:
-        ax.plot(n_grid, predicted_loss(fit, n_grid, c / (k * n_grid)), color=cmap(norm(np.log10(c))), lw=1.3)
+        ax.plot(n_grid, predicted_loss(fit, n_grid, c / flops.per_token(n_grid)), color=cmap(norm(np.log10(c))),
+                lw=1.3)
         if has_optimal_allocation(fit):
-            n_opt, d_opt = optimal_allocation(fit, c, k)
+            (n_opt,), (d_opt,) = optimal_allocation_for(fit, c, flops)
             if n_grid[0] <= n_opt <= n_grid[-1]:  # one far-off optimum would squash the runs' range
                 ax.plot([n_opt], [predicted_loss(fit, n_opt, d_opt)], marker="*", color="black", ms=7)
     ax.set_xscale("log")
     ax.set_xlabel("parameters N")
     ax.set_ylabel("loss")
-    ax.set_title("Loss vs model size; lines: fitted L(N, C/(kN)) per budget, *: optimum in range")
+    ax.set_title("Loss vs model size; lines: fitted L(N, C/M(N)) per budget, *: optimum in range")
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="log10 training FLOPs")
     ax.set_ylim(loss.min() * 0.97, np.percentile(loss, 99) * 1.05)
     return _save(fig, path)
 
 
 def plot_isoflop(path: Path, params: np.ndarray, loss: np.ndarray, compute: np.ndarray,
-                 approach2: Dict, fit: Dict[str, float], k: float) -> Path:
+                 approach2: Dict, fit: Dict[str, float], flops: FlopsModel) -> Path:
     """Approach 2: IsoFLOP parabolas with their minima, and N*(C) against Approach 3's."""
     fig = Figure(figsize=(12, 4.8))
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
@@ -91,7 +97,7 @@ def plot_isoflop(path: Path, params: np.ndarray, loss: np.ndarray, compute: np.n
     left.set_title("IsoFLOP profiles (dotted: not used)")
     c_all = np.geomspace(compute.min(), compute.max() * 10, 50)
     if has_optimal_allocation(fit):
-        right.plot(c_all, optimal_allocation(fit, c_all, k)[0], color="tab:red", label="Approach 3 N*(C)")
+        right.plot(c_all, optimal_allocation_for(fit, c_all, flops)[0], color="tab:red", label="Approach 3 N*(C)")
     if not approach2.get("skipped", True):
         used = [b for b in approach2["budgets"] if b["used"]]
         law = approach2["params_opt"]

@@ -36,23 +36,29 @@ def _fit_table(result: Dict) -> List[str]:
     return lines
 
 
+def _flops_model_line(model: Dict) -> str:
+    if "sizes" not in model:
+        return f"Training FLOPs per token M(N) = {model['flops_per_param_token']:.4g} N, {model['source']}."
+    low, high = model["flops_per_param_token_range"]
+    return (f"Training FLOPs per token M(N), {model['source']}: M/N from {low:.4g} to {high:.4g} over the "
+            f"{len(model['sizes'])} sampled sizes (interpolated in log-log).")
+
+
 def _allocation_lines(allocation: Dict) -> List[str]:
     if allocation.get("skipped"):
         return [allocation["skipped"] + "."]
-    lines = [(f"With C = k N D, k = {allocation['flops_per_param_token']:.4g} "
-              f"({allocation['flops_per_param_token_source']}):"),
-             "",
-             (f"- N*(C) = G (C/k)^{allocation['params_exponent']:.4f}, "
-              f"D*(C) = G^-1 (C/k)^{allocation['tokens_exponent']:.4f}, G = {allocation['G']:.4g}"),
-             "",
-             "| C (FLOPs) | N* | D* | D*/N* | predicted loss |", "|---|---|---|---|---|"]
+    eff = allocation.get("effective_exponents") or {}
+    lines = [_flops_model_line(allocation["flops_model"]) + " N* minimises L(N, C / M(N)).", ""]
+    if eff:
+        lines += [f"- effective exponents over the budgets below: N* ~ C^{eff['params']:.4f}, "
+                  f"D* ~ C^{eff['tokens']:.4f}"]
+    lines += [(f"- with M = k N (closed form): N* ~ C^{allocation['params_exponent']:.4f}, "
+               f"D* ~ C^{allocation['tokens_exponent']:.4f}, G = {allocation['G']:.4g}"),
+              "",
+              "| C (FLOPs) | N* | D* | D*/N* | predicted loss |", "|---|---|---|---|---|"]
     for row in allocation["budgets"]:
         lines.append(f"| {row['flops']:.3g} | {row['params']:.3g} | {row['tokens']:.3g} | "
                      f"{row['tokens_per_param']:.3g} | {row['loss']:.4f} |")
-    fit = allocation.get("flops_per_param_token_fit")
-    if fit:
-        lines += ["", (f"Fitted C / (N D) over the runs: geometric mean {fit['k']:.4g}, range "
-                       f"[{fit['min']:.4g}, {fit['max']:.4g}].")]
     return lines
 
 
@@ -62,8 +68,15 @@ def _approach2_lines(approach2: Dict) -> List[str]:
     if approach2.get("skipped"):
         return lines + ["", f"Skipped: {approach2['note']}."]
     p, t = approach2["params_opt"], approach2["tokens_opt"]
-    lines += ["", f"- N*(C) = {p['coefficient']:.4g} C^{p['exponent']:.4f}",
-              f"- D*(C) = {t['coefficient']:.4g} C^{t['exponent']:.4f}"]
+
+    def interval(law: Dict) -> str:
+        if "ci" not in law:
+            return ""
+        return (f", interval [{law['ci'][0]:.4f}, {law['ci'][1]:.4f}] ({law['bootstrap_valid']} of "
+                f"{law['bootstrap_resamples']} resamples usable)")
+
+    lines += ["", f"- N*(C) = {p['coefficient']:.4g} C^{p['exponent']:.4f}{interval(p)}",
+              f"- D*(C) = {t['coefficient']:.4g} C^{t['exponent']:.4f}{interval(t)}"]
     if approach2.get("note"):
         lines += ["", approach2["note"] + "."]
     lines += ["", "| C (FLOPs) | runs | N* | D* |", "|---|---|---|---|"]
@@ -81,13 +94,16 @@ def write_report(path: Path, result: Dict, options: Dict) -> Path:
     lines = [
         "# Scaling-law fit",
         "",
-        (f"Runs: `{s['runs_csv']}`, {s['num_points']} of {s['num_points_total']} used "
-         f"(parameter column `{s['params_column']}`). Left out (highest loss): {excluded}."),
+        (f"Runs: `{s['runs_csv']}`, {s['num_points']} of {s['num_points_total']} rows used "
+         f"({s['num_runs']} runs), N = `{s['params_column']}` ({s['size_by']}), loss from "
+         f"{' and '.join(s['loss_source']) or 'unstated'}. Left out (highest loss): {excluded}."),
         "",
         "## Approach 3: L(N, D) = E + A / N^alpha + B / D^beta",
         "",
         (f"Huber objective (delta = {s['huber_delta']:g}) of log residuals, L-BFGS from "
-         f"{s['num_starts']} grid starts; objective at the optimum {result['objective']:.6g}"
+         f"{s['num_starts']} grid starts (stopping relative to the objective), best end points refined "
+         f"at relative ftol {s['optimizer']['refine']['ftol_relative']:g}: objective "
+         f"{result['diagnostics']['objective_batched']:.8g} batched, {result['objective']:.8g} refined"
          f"{_optimum_provenance(result['diagnostics'])}. Intervals: "
          f"{result['ci_method']}, seed {s['seed']}; refits start from {s['bootstrap_starts']}."),
         "",

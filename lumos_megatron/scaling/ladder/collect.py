@@ -11,7 +11,18 @@ its configuration, read from the first of
    --tensorboard-dir/--exit-duration-in-mins, which change neither model nor data).
 
 ``RUN/ladder_run.json`` (``make_ladder``), when present, gives the sample layout of the FLOPs
-count; otherwise the configuration's mock layout (mock data) or the caller's layout.
+count (otherwise the configuration's mock layout, for mock data, or the caller's layout), the
+ladder's size measure and the run's budget and planned iterations.
+
+Size: ``params`` is the ladder's own measure, ``size_by`` (``non_embedding`` or ``total``; the
+caller's choice, default ``total``, for a run that no ladder planned), so a fit of ``params``
+fits the law in the terms the ladder was laid out in; ``non_embedding_params`` and
+``total_params`` are always there too.
+
+Budget: the ladder's label (``C=1e+18`` or ``tpp=20``) on the row of the run's last evaluation,
+when the run reached its planned iterations; rows of intermediate evaluations (``--per-eval``) and
+of runs that stopped early have none, since their compute is not the budget's. ``flops`` is the
+compute each row actually reached (our FLOPs model x the tokens processed so far).
 
 Loss: ``lm loss validation`` (loss_source ``validation``): ``loss_final`` is the last evaluation,
 ``loss_smoothed`` the mean of the last ``smooth_last`` evaluations. Without any evaluation the
@@ -30,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from lumos_megatron.checkpoint.directory import CheckpointError
+from lumos_megatron.checkpoint.run_config import read_run_config
 from lumos_megatron.config import ConfigError, LumosConfig, load_recipe
 from lumos_megatron.training.flops import DataLayout, flops_per_token
 from lumos_megatron.models.parameter_counts import parameter_counts
@@ -39,9 +52,10 @@ TRAIN_TAG = "lm loss"
 SAMPLES_TAG = "lm loss vs samples"
 TOKENS_TAG = "tokens"
 LOSS_TOKENS_TAG = "loss-tokens"
-COLUMNS = ("name", "params", "non_embedding_params", "total_params", "tokens", "loss", "loss_source",
-           "flops", "loss_final", "loss_smoothed", "supervised_tokens", "iteration", "evaluations",
-           "run", "run_dir")
+COLUMNS = ("name", "params", "size_by", "non_embedding_params", "total_params", "tokens", "loss",
+           "loss_source", "flops", "budget", "loss_final", "loss_smoothed", "supervised_tokens", "iteration",
+           "train_iters", "evaluations", "run", "run_dir")
+SIZE_BY = ("non_embedding", "total")
 
 Series = Dict[int, float]
 
@@ -70,20 +84,25 @@ def read_tensorboard(run_dir: Path) -> Dict[str, Series]:
     return {tag: {step: v for step, (_, v) in sorted(s.items())} for tag, s in latest.items()}
 
 
-def read_run_config(run_dir: Path) -> Tuple[LumosConfig, Path]:
-    """(configuration, the file it came from), in the order of the module docstring."""
+def run_directory_config(run_dir: Path) -> Tuple[LumosConfig, Path]:
+    """(configuration, the file it came from) of a run directory, in the order of the module
+    docstring (a checkpoint's own ``run_config.yaml`` is read by ``checkpoint.read_run_config``)."""
     from lumos_megatron.checkpoint import directory as ckpt_dir
 
-    candidates: List[Path] = []
+    checkpoints: List[Path] = []
     root = run_dir / "checkpoints"
     if root.is_dir():
         latest = ckpt_dir.resolve_load(root)
         if latest is not None:
-            candidates.append(latest / ckpt_dir.RUN_CONFIG_FILE)
-        candidates += [ckpt_dir.checkpoint_dir(root, i) / ckpt_dir.RUN_CONFIG_FILE
-                       for i in sorted(ckpt_dir.list_checkpoints(root), reverse=True)]
-    candidates += [run_dir / "run_config.yaml", run_dir / "recipe.yaml"]
-    for path in candidates:
+            checkpoints.append(latest)
+        checkpoints += [ckpt_dir.checkpoint_dir(root, i) for i in sorted(ckpt_dir.list_checkpoints(root), reverse=True)]
+    for directory in checkpoints:
+        if (directory / ckpt_dir.RUN_CONFIG_FILE).is_file():
+            try:
+                return read_run_config(directory), directory / ckpt_dir.RUN_CONFIG_FILE
+            except CheckpointError as err:
+                raise RunCollectError(str(err)) from None
+    for path in (run_dir / "run_config.yaml", run_dir / "recipe.yaml"):
         if path.is_file():
             try:
                 return load_recipe(path), path
@@ -93,11 +112,21 @@ def read_run_config(run_dir: Path) -> Tuple[LumosConfig, Path]:
                           f"or recipe.yaml) in {run_dir}")
 
 
-def run_layout(run_dir: Path, cfg: LumosConfig, layout: Optional[DataLayout]) -> Optional[DataLayout]:
-    """The sample layout of the FLOPs count: ``ladder_run.json``'s, the caller's, or the mock one."""
+def ladder_entry(run_dir: Path) -> Optional[Dict]:
+    """The run's ``ladder_run.json`` (what ``make_ladder`` planned for it), or None."""
     entry = run_dir / "ladder_run.json"
-    if entry.is_file():
-        data = json.loads(entry.read_text())["layout"]
+    if not entry.is_file():
+        return None
+    try:
+        return json.loads(entry.read_text())
+    except (OSError, ValueError) as err:
+        raise RunCollectError(f"{entry}: unreadable ({err})") from None
+
+
+def run_layout(entry: Optional[Dict], cfg: LumosConfig, layout: Optional[DataLayout]) -> Optional[DataLayout]:
+    """The sample layout of the FLOPs count: the ladder entry's, the caller's, or the mock one."""
+    if entry is not None and "layout" in entry:
+        data = entry["layout"]
         return DataLayout(data["text_tokens"], data["frames"], tuple(data["grid"]), data.get("seq_length"))
     if layout is not None:
         return layout
@@ -157,35 +186,44 @@ def loss_points(scalars: Dict[str, Series], smooth_last: int = 3) -> List[LossPo
 
 
 def collect_run(run_dir: Path, smooth_last: int = 3, per_eval: bool = False, loss: str = "final",
-                layout: Optional[DataLayout] = None) -> List[Dict]:
+                layout: Optional[DataLayout] = None, size_by: Optional[str] = None) -> List[Dict]:
     """Rows (dicts keyed by ``COLUMNS``) of one run: the last loss point, or every evaluation point
     with ``per_eval``. ``loss`` picks ``loss_final`` or ``loss_smoothed`` as ``loss``; ``params``
-    is the total parameter count (``non_embedding_params`` has its own column). RunCollectError
-    if the run is unusable."""
+    is the ``size_by`` count (default: the ladder's measure, else total). RunCollectError if the
+    run is unusable."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunCollectError(f"{run_dir}: no such run directory")
-    cfg, _ = read_run_config(run_dir)
+    cfg, _ = run_directory_config(run_dir)
+    entry = ladder_entry(run_dir)
+    measure = size_by or (entry or {}).get("size_by") or "total"
+    if measure not in SIZE_BY:
+        raise RunCollectError(f"unknown size measure {measure!r}; choose {' or '.join(SIZE_BY)}")
     scalars = read_tensorboard(run_dir)
     if TRAIN_TAG not in scalars:
         raise RunCollectError(f"no {TRAIN_TAG!r} scalar in {run_dir} (did training start?)")
     counts = parameter_counts(cfg.model)
-    data_layout = run_layout(run_dir, cfg, layout)
+    data_layout = run_layout(entry, cfg, layout)
     per_token = flops_per_token(cfg, data_layout).total if data_layout is not None else None
     tokens, supervised = _tokens_through(scalars, cfg)
     points = loss_points(scalars, smooth_last)
+    planned = (entry or {}).get("train_iters") or cfg.train.train_iters
+    finished = max(scalars[TRAIN_TAG]) >= planned if planned else False
     rows = []
     for point in points if per_eval else points[-1:]:
         processed = _through(tokens, point.iteration) or 0.0
         sup = _through(supervised, point.iteration)
+        at_budget = finished and point is points[-1] and point.iteration >= planned
         rows.append({
             "name": f"{run_dir.name}@{point.iteration}" if per_eval else run_dir.name,
-            "params": counts.total,
+            "params": counts.non_embedding if measure == "non_embedding" else counts.total, "size_by": measure,
             "non_embedding_params": counts.non_embedding, "total_params": counts.total,
             "tokens": int(processed), "loss": point.final if loss == "final" else point.smoothed,
             "loss_source": point.source, "flops": "" if per_token is None else per_token * processed,
+            "budget": (entry or {}).get("budget", "") if at_budget else "",
             "loss_final": point.final, "loss_smoothed": point.smoothed,
             "supervised_tokens": "" if sup is None else int(sup), "iteration": point.iteration,
-            "evaluations": point.evaluations, "run": run_dir.name, "run_dir": str(run_dir),
+            "train_iters": planned or "", "evaluations": point.evaluations, "run": run_dir.name,
+            "run_dir": str(run_dir),
         })
     return rows

@@ -110,7 +110,7 @@ def run_entry(run: LadderRun, spec: LadderSpec, launch: LaunchSpec, layout: Data
         "params": run.shape.total_params, "non_embedding_params": run.shape.non_embedding_params,
         "size_by": spec.size_by, "tokens": run.tokens,
         "tokens_per_param": tokens_per_param(run, spec.size_by),
-        "flops": run.flops, "flops_6nd": run.flops_6nd(spec.size_by),
+        "flops": run.flops, "budget_flops": run.budget_flops, "flops_6nd": run.flops_6nd(spec.size_by),
         "flops_per_token": asdict(run.per_token),
         "train_iters": hp.train_iters, "global_batch_size": hp.global_batch_size,
         "micro_batch_size": hp.micro_batch_size, "lr": hp.lr, "min_lr": hp.min_lr,
@@ -143,7 +143,7 @@ def _si(x: float) -> str:
 def markdown_table(runs: List[LadderRun], spec: LadderSpec, launch: LaunchSpec) -> str:
     """The ladder as a markdown table, with estimated GPU-hours at the assumed MFU."""
     n_name = "N non-emb" if spec.size_by == "non_embedding" else "N total"
-    lines = [f"| run | {n_name} | N total | D | D/N | C (model) | C (6ND) | iters | batch | LR | "
+    lines = [f"| run | {n_name} | N total | D | D/N | C reached (model) | C (6ND) | iters | batch | LR | "
              f"{launch.gpu.upper()} GPU-h |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     total = 0.0

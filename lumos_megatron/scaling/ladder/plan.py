@@ -72,7 +72,8 @@ class LadderRun:
 
     name: str
     budget: str
-    """``tpp=<k>`` or ``C=<flops>``."""
+    """``tpp=<k>`` or ``C=<flops>``: the label collect.py writes into ``runs.csv``, by which the fit
+    groups IsoFLOP profiles."""
     shape: LadderShape
     hparams: RunHParams
     eval_interval: int
@@ -82,8 +83,15 @@ class LadderRun:
 
     @property
     def flops(self) -> float:
-        """Model FLOPs of the run by our FLOPs model (``scaling.step_flops``)."""
+        """Model FLOPs the run reaches by our FLOPs model (``training.flops``): its planned tokens
+        (iterations rounded to the evaluation interval) x FLOPs per token."""
         return self.per_token.total * self.tokens
+
+    @property
+    def budget_flops(self) -> Optional[float]:
+        """The IsoFLOP budget ``C`` the run belongs to (None for a tokens-per-parameter budget);
+        its achieved ``flops`` differs by the rounding of its iterations."""
+        return float(self.budget[2:]) if self.budget.startswith("C=") else None
 
     def flops_6nd(self, size_by: SizeBy) -> float:
         """The ``6 N D`` estimate, N by ``size_by``."""
@@ -142,7 +150,7 @@ def _budgets(spec: LadderSpec, shape: LadderShape, per_token: StepFlops) -> List
     for c in spec.isoflop:
         tokens = c / per_token.total
         if lo <= tokens / n <= hi:
-            out.append((f"C={c:.3g}", tokens))
+            out.append((f"C={c:.6g}", tokens))
     return out
 
 
