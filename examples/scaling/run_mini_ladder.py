@@ -1,15 +1,21 @@
 """A scaling ladder end to end on a CPU: make_ladder → local training runs → collect → fit.
 
     python examples/scaling/run_mini_ladder.py [--out runs/mini_ladder] [--smallest] [--bootstrap B]
+        [--isoflop [C ...]]
 
 Derives tiny Lumos models from examples/recipes/tiny_cpu.yaml (mock 2-frame 4x4-latent video
 samples, 72 tokens each, in 32 classes that each have their own code distribution), lays them out
 with tools/scaling/make_ladder.py (the same rules as a cluster ladder; sizes are non-embedding
 parameters), trains each run in sequence with ``python -m lumos_megatron.train`` instead of sbatch
 (evaluating several times per run so that ``lm loss validation`` exists), collects the runs with
-tools/scaling/collect.py and fits them with tools/scaling/fit.py. Default: 3 sizes x 3 budgets
-(about 6-7 min on 2 idle cores); --smallest: 3 sizes x 2 budgets of very few iterations (about
-75 s), what the end-to-end test runs.
+tools/scaling/collect.py and fits them with tools/scaling/fit.py, every tool at its defaults.
+Default: 3 sizes x 3 tokens-per-parameter budgets (about 6-7 min on 2 idle cores); --smallest: 3
+sizes x 2 budgets of very few iterations (about 75 s), what the end-to-end test runs.
+
+--isoflop lays the ladder out by compute budgets instead (Approach 2, IsoFLOP profiles): every
+family member whose tokens per parameter fall in [0.02, 100] at each budget C (default 1e11 and
+3e11 FLOPs: 10 runs, 5 sizes per budget; with --smallest 1e10 and 3e10: 7 runs, about 2 min), so
+each budget is one IsoFLOP profile.
 
 Outputs under --out: ladder.json, <run>/{recipe.yaml,train.log,tensorboard/}, runs.csv and
 fit/ (fit.json, report.md, plots). The loss falls with size and data because the models must
@@ -39,6 +45,13 @@ SETTINGS = {
     "default": ["--tokens-per-param", "1", "2", "4", "--evals-per-run", "4"],
     "smallest": ["--tokens-per-param", "0.1", "0.2", "--evals-per-run", "2"],
 }
+# IsoFLOP ladders: every member in range (no --num-sizes), a finer family (aspect 64), budgets by compute.
+ISOFLOP_COMMON = ["--base", "examples/recipes/tiny_cpu.yaml", "--set", "data.seq_length=72",
+                  "--n-min", "1e4", "--n-max", "2e6", "--head-dim", "32", "--aspect", "64", "--gqa-ratio", "4",
+                  "--ffn-ratio", "2.75", "--ffn-multiple", "16", "--nodes", "1", "--gpus-per-node", "1",
+                  "--eval-samples", "64", "--tpp-range", "0.02", "100", "--prefix", "mini-"]
+ISOFLOP_BUDGETS = {"default": ["1e11", "3e11"], "smallest": ["1e10", "3e10"]}
+ISOFLOP_EVALS = {"default": ["--evals-per-run", "3"], "smallest": ["--evals-per-run", "2"]}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,6 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/mini_ladder", help="output directory")
     p.add_argument("--smallest", action="store_true", help="3 sizes x 2 tiny budgets (the e2e test)")
+    p.add_argument("--isoflop", nargs="*", metavar="C", default=None,
+                   help="IsoFLOP ladder: compute budgets in model FLOPs (default 1e11 3e11; --smallest 1e10 3e10)")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for fit.py")
     p.add_argument("--mock-classes", type=int, default=32,
                    help="classes of the mock samples (data.mock_classes; 0: i.i.d. codes)")
@@ -75,9 +90,12 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     out = Path(args.out).resolve()
     py = sys.executable
-    setting = SETTINGS["smallest" if args.smallest else "default"]
-    _run([py, "tools/scaling/make_ladder.py", "--out", out, *COMMON, *setting,
-          "--set", f"data.mock_classes={args.mock_classes}"])
+    size = "smallest" if args.smallest else "default"
+    if args.isoflop is not None:
+        ladder = [*ISOFLOP_COMMON, "--isoflop", *(args.isoflop or ISOFLOP_BUDGETS[size]), *ISOFLOP_EVALS[size]]
+    else:
+        ladder = [*COMMON, *SETTINGS[size]]
+    _run([py, "tools/scaling/make_ladder.py", "--out", out, *ladder, "--set", f"data.mock_classes={args.mock_classes}"])
     runs = json.loads((out / "ladder.json").read_text())["runs"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
     for k, run in enumerate(runs, 1):
@@ -91,8 +109,8 @@ def main(argv=None) -> int:
         print(f"{time.perf_counter() - t0:.0f} s ({_children_cpu_s() - cpu0:.0f} s CPU)", flush=True)
     csv_path = out / "runs.csv"
     _run([py, "tools/scaling/collect.py", *[r["run_dir"] for r in runs], "--out", csv_path])
-    # The ladder is sized by non-embedding parameters: fit those (the embedding is most of a tiny model).
-    fit_args = ["--params-column", "non_embedding_params"]
+    # No --params-column: runs.csv's params is the ladder's own measure (non-embedding here).
+    fit_args = []
     if args.bootstrap is not None:
         fit_args += ["--bootstrap", str(args.bootstrap)]
     _run([py, "tools/scaling/fit.py", "--runs", csv_path, "--out", out / "fit", *fit_args])

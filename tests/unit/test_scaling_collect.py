@@ -5,6 +5,7 @@ run-configuration search order, resumed runs, per-evaluation rows, and bad runs.
 from __future__ import annotations
 
 import csv
+import json
 import importlib.util
 import shutil
 from pathlib import Path
@@ -129,3 +130,34 @@ def test_cli_skips_bad_runs_and_exits_2_without_rows(tmp_path, capsys):
     assert _tool()([str(tmp_path / "missing"), "--out", str(tmp_path / "none.csv")]) == 2
     assert capsys.readouterr().err.strip().endswith("no usable run")
     assert not (tmp_path / "none.csv").exists()
+
+
+def _ladder_entry(run: Path, size_by="non_embedding", budget="C=1e+12", train_iters=10) -> None:
+    (run / "ladder_run.json").write_text(json.dumps({"size_by": size_by, "budget": budget,
+                                                     "train_iters": train_iters}))
+
+
+def test_the_ladders_size_measure_and_budget_travel_into_the_rows(tmp_path):
+    run = _run_dir(tmp_path, steps=range(1, 11), validation=[(5, 3.0), (10, 2.0)])
+    _ladder_entry(run)
+    counts = parameter_counts(load_recipe(TINY_RECIPE).model)
+    rows = collect_run(run, per_eval=True)
+    assert [r["size_by"] for r in rows] == ["non_embedding"] * 2
+    assert [r["params"] for r in rows] == [counts.non_embedding] * 2
+    # Only the run's last evaluation, at its planned end, is at the budget's compute.
+    assert [r["budget"] for r in rows] == ["", "C=1e+12"] and rows[-1]["train_iters"] == 10
+    (total,) = collect_run(run, size_by="total")
+    assert (total["params"], total["size_by"], total["budget"]) == (counts.total, "total", "C=1e+12")
+    plain = _run_dir(tmp_path, name="plain", steps=range(1, 3), validation=[(2, 2.0)])
+    (row,) = collect_run(plain)  # no ladder: total parameters, no budget
+    assert (row["params"], row["size_by"], row["budget"]) == (counts.total, "total", "")
+
+
+def test_a_run_that_stopped_early_has_no_budget_and_a_warning(tmp_path, capsys):
+    run = _run_dir(tmp_path, steps=range(1, 7), validation=[(5, 3.0)])
+    _ladder_entry(run, train_iters=10)
+    out = tmp_path / "runs.csv"
+    assert _tool()([str(run), "--out", str(out)]) == 0
+    assert "stopped at iteration 5 of 10" in capsys.readouterr().err
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["budget"] == "" and row["size_by"] == "non_embedding"
