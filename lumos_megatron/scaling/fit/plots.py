@@ -167,11 +167,13 @@ def plot_bootstrap(path: Path, samples: Optional[np.ndarray], names: Sequence[st
     for i, name in enumerate(names):
         ax = fig.add_subplot(1, len(names), i + 1)
         if samples is not None and len(samples):
-            column = samples[:, i]
-            spread = np.ptp(column[np.isfinite(column)]) if np.isfinite(column).any() else 0.0
+            column = samples[:, i][np.isfinite(samples[:, i])]  # a degenerate refit can overflow exp
+            spread = np.ptp(column) if column.size else 0.0
             # Identical replicates (noise-free runs) have no range to cut into 30 bins.
             ax.hist(column, bins=30 if spread > 1e-12 * max(abs(fit[name]), 1e-300) else 1,
                     color="tab:blue", alpha=0.75)
+            if column.size < samples.shape[0]:
+                ax.set_xlabel(f"{samples.shape[0] - column.size} non-finite replicates left out", fontsize=7)
             for edge in ci[name]:
                 ax.axvline(edge, color="tab:orange", ls="--", lw=1)
         else:

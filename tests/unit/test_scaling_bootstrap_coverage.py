@@ -1,0 +1,55 @@
+"""Run-level bootstrap coverage on synthetic ladders with several evaluations per run.
+
+Each run's evaluations share the run's own offset (its seed, data order and schedule: what makes
+evaluations of one run move together), so rows are not independent observations. Over many
+synthetic ladders, the interval from resampling whole runs must cover the true exponent about as
+often as it claims; resampling rows treats a run's evaluations as separate evidence and covers it
+far less often. Slow: dozens of fits with bootstrap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lumos_megatron.scaling.fit.allocation import predicted_loss
+from lumos_megatron.scaling.fit.approach3 import fit_approach3
+from lumos_megatron.scaling.fit.bootstrap import bootstrap_approach3
+from lumos_megatron.scaling.fit.objective import Approach3Objective
+
+TRUTH = {"E": 1.8, "A": 400.0, "B": 1500.0, "alpha": 0.34, "beta": 0.3}
+LADDERS, RESAMPLES, LEVEL = 24, 60, 0.9
+
+
+def _ladder(seed: int):
+    """4 sizes x 4 token budgets; every run evaluated at 1/4, 1/2, 3/4 and all of its tokens; the
+    log loss carries a per-run offset (sd 1 %) and a per-evaluation one (sd 0.1 %)."""
+    rng = np.random.default_rng(seed)
+    n, d, run = [], [], []
+    for i, size in enumerate(np.geomspace(1e7, 1e10, 4)):
+        for j, tokens in enumerate(np.geomspace(1e9, 1e12, 4)):
+            for frac in (0.25, 0.5, 0.75, 1.0):
+                n.append(size), d.append(frac * tokens), run.append(4 * i + j)
+    n, d, run = np.array(n), np.array(d), np.array(run)
+    offset = 0.01 * rng.standard_normal(16)[run] + 0.001 * rng.standard_normal(n.size)
+    return n, d, predicted_loss(TRUTH, n, d) * np.exp(offset), run
+
+
+def _covers(objective, fit, groups, seed, name_index):
+    boot = bootstrap_approach3(objective, fit, RESAMPLES, seed=seed, grid_starts=8, groups=groups)
+    low, high = boot.intervals(LEVEL)[("E", "A", "B", "alpha", "beta")[name_index]]
+    return low <= list(TRUTH.values())[name_index] <= high
+
+
+@pytest.mark.slow
+def test_run_level_intervals_cover_and_row_level_ones_do_not():
+    covered = {"runs": 0, "rows": 0}
+    for seed in range(LADDERS):
+        n, d, loss, run = _ladder(seed)
+        objective = Approach3Objective(np.log(n), np.log(d), np.log(loss))
+        fit = fit_approach3(objective)
+        covered["runs"] += _covers(objective, fit, run, seed, 4)  # beta: the data exponent
+        covered["rows"] += _covers(objective, fit, None, seed, 4)
+    # 90 % intervals: the run-level ones cover the truth about as often as claimed (binomial
+    # spread over 24 ladders: 16-24), the row-level ones much less often.
+    assert covered["runs"] >= 16, covered
+    assert covered["rows"] <= covered["runs"] - 4, covered
