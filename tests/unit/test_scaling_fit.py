@@ -97,15 +97,18 @@ def test_plots_and_report_are_written(chinchilla_fit):
     for name in fit["plots"].values():
         assert f"]({name})" in report
     assert "| alpha | 0.3473" in report and "Compute-optimal allocation" in report
-    assert f"reached by {fit['diagnostics']['starts_at_optimum']} grid starts" in report
+    assert _optimum_provenance(fit["diagnostics"]) in report
+    diagnostics = fit["diagnostics"]
+    assert diagnostics["objective_refined"] <= diagnostics["objective_batched"]
+    assert diagnostics["objective_refined"] == pytest.approx(diagnostics["objective_batched"], rel=1e-6)
     with (out / "bootstrap_samples.csv").open() as handle:
         samples = list(csv.DictReader(handle))
     assert len(samples) == 20 and set(PARAMS) <= set(samples[0])
 
 
-def test_report_says_when_the_scipy_rerun_found_the_optimum():
+def test_report_says_when_the_refinement_found_the_optimum():
     text = _optimum_provenance({"starts_at_optimum": 0, "polish_improved": True})
-    assert "found by the scipy L-BFGS-B re-run" in text and "0 grid starts" in text
+    assert "found by the tight scipy L-BFGS-B refinement" in text and "0 grid starts" in text
     assert _optimum_provenance({"starts_at_optimum": 7, "polish_improved": False}).startswith(
         ", reached by 7 grid starts")
 

@@ -151,10 +151,10 @@ def test_stopping_does_not_depend_on_the_objectives_scale():
     starts = np.array([[5.0, 5.0, 0.5, 0.5, 0.5], [10.0, 10.0, 0.0, 1.0, 1.0], [0.0, 20.0, -0.5, 0.0, 1.5]])
     plain = minimize_batched(objective, starts)
     scaled = minimize_batched(_Scaled(objective, 1e-3), starts)
-    # Same path up to rounding near the optimum.
+    # Same path up to rounding near the optimum, where the 1e-6 relative test fires.
     assert np.abs(plain.nit - scaled.nit).max() <= 5 and np.array_equal(plain.status, scaled.status)
-    assert np.allclose(plain.x, scaled.x, rtol=0, atol=1e-5)
-    assert np.allclose(plain.fun * 1e-3, scaled.fun, rtol=1e-7, atol=0)
+    assert np.allclose(plain.x, scaled.x, rtol=0, atol=1e-4)
+    assert np.allclose(plain.fun * 1e-3, scaled.fun, rtol=1e-6, atol=0)
     # scipy's own test divides by max(|f|, 1): on the scaled problem it stops far from the optimum.
     assert scipy_lbfgsb(_Scaled(objective, 1e-3), starts[0]).fun > 10 * 1e-3 * scipy_lbfgsb(objective, starts[0]).fun
     a, b = fit_approach3(objective), fit_approach3(_Scaled(objective, 1e-3))

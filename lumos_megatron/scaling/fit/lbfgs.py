@@ -14,7 +14,8 @@ a backtracking line search accepts the first step satisfying the Armijo conditio
 ``(s, y)`` is stored only when ``s . y > 0`` (so the implicit Hessian stays positive definite).
 
 **Stopping is scale-free.** A start stops when the relative reduction of the objective
-``(f_k - f_k+1) / max(|f_k|, |f_k+1|) <= ftol`` or the largest gradient entry ``<= gtol |f_k+1|``,
+``(f_k - f_k+1) / max(|f_k|, |f_k+1|) <= ftol`` (default 1e-6) or the largest gradient entry
+``<= gtol |f_k+1|`` (default 1e-5),
 or at an iteration limit or a failed line search. scipy's L-BFGS-B divides the reduction by
 ``max(|f_k|, |f_k+1|, 1)`` and tests the gradient in absolute terms, so on an objective far below 1
 (the Huber objective of a scaling fit is ~1e-3, smaller on small ladders) its test is absolute and
@@ -33,9 +34,10 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-#: Relative-reduction tolerance: scipy L-BFGS-B's default value (factr = 1e7 times machine
-#: epsilon), applied relative to |f| without scipy's floor of 1.
-FTOL = 1e7 * np.finfo(float).eps
+#: Relative-reduction tolerance of the batched starts. About what scipy's default test (2.2e-9,
+#: absolute below |f| = 1) amounts to on an objective of 1e-3, but the same at every scale; the
+#: best end points are then refined at a tight tolerance (``approach3.REFINE_FTOL``).
+FTOL = 1e-6
 #: Gradient tolerance relative to |f|: stop when every gradient entry is below ``GTOL |f|``.
 GTOL = 1e-5
 #: Floor of the relative tests' denominator (an objective of exactly 0 stops on no reduction).

@@ -13,12 +13,12 @@ PARAM_ORDER = ("E", "A", "B", "alpha", "beta")
 
 
 def _optimum_provenance(diagnostics: Dict) -> str:
-    """Where the optimum came from: how many grid starts ended there, and whether the scipy
-    L-BFGS-B re-run of the best end points went lower than every batched end point."""
+    """Where the optimum came from: how many grid starts ended there, and whether the tight scipy
+    L-BFGS-B refinement of the best end points went lower than every batched end point."""
     count = diagnostics["starts_at_optimum"]
     if diagnostics.get("polish_improved"):
-        return (f", found by the scipy L-BFGS-B re-run of the best end points ({count} grid starts "
-                "had ended within 1e-6 relative of it)")
+        return (f", found by the tight scipy L-BFGS-B refinement of the best end points ({count} grid "
+                "starts had ended within 1e-6 relative of it)")
     return f", reached by {count} grid starts (within 1e-6 relative)"
 
 
