@@ -34,22 +34,24 @@ def _ladder(seed: int):
     return n, d, predicted_loss(TRUTH, n, d) * np.exp(offset), run
 
 
-def _covers(objective, fit, groups, seed, name_index):
+def _covered(objective, fit, groups, seed):
+    """Which of alpha and beta the run-level (``groups``) or row-level (None) interval covers."""
     boot = bootstrap_approach3(objective, fit, RESAMPLES, seed=seed, grid_starts=8, groups=groups)
-    low, high = boot.intervals(LEVEL)[("E", "A", "B", "alpha", "beta")[name_index]]
-    return low <= list(TRUTH.values())[name_index] <= high
+    ci = boot.intervals(LEVEL)
+    return np.array([ci[name][0] <= TRUTH[name] <= ci[name][1] for name in ("alpha", "beta")])
 
 
 @pytest.mark.slow
 def test_run_level_intervals_cover_and_row_level_ones_do_not():
-    covered = {"runs": 0, "rows": 0}
+    covered = {"runs": np.zeros(2, int), "rows": np.zeros(2, int)}
     for seed in range(LADDERS):
         n, d, loss, run = _ladder(seed)
         objective = Approach3Objective(np.log(n), np.log(d), np.log(loss))
         fit = fit_approach3(objective)
-        covered["runs"] += _covers(objective, fit, run, seed, 4)  # beta: the data exponent
-        covered["rows"] += _covers(objective, fit, None, seed, 4)
-    # 90 % intervals: the run-level ones cover the truth about as often as claimed (binomial
-    # spread over 24 ladders: 16-24), the row-level ones much less often.
-    assert covered["runs"] >= 16, covered
-    assert covered["rows"] <= covered["runs"] - 4, covered
+        covered["runs"] += _covered(objective, fit, run, seed)
+        covered["rows"] += _covered(objective, fit, None, seed)
+    # 90 % intervals of alpha and beta: the run-level ones cover the truth about as often as claimed
+    # (binomial spread over 24 ladders: 16-24), the row-level ones much less often (12 and 17 of 24
+    # when this was written, against 20 and 24).
+    assert (covered["runs"] >= 16).all(), covered
+    assert (covered["rows"] <= covered["runs"] - 4).all(), covered
