@@ -5,7 +5,7 @@ it rests on is assumed and named in ``StepTime.assumptions``. It times the worst
 allows: the global batch ``train.global_batch_size`` with every sample ``data.seq_length`` long
 (for joint image+video training, the video step, the longer one).
 
-* Compute: the trainer's FLOPs model (``scaling.flops.step_flops``) for the global batch, divided
+* Compute: the trainer's FLOPs model (``training.flops.step_flops``) for the global batch, divided
   by the world size and by ``peak x mfu``; activation recompute adds forward FLOPs that the MFU
   convention leaves out (full: the dense + attention forward of the recomputed layers; selective:
   the attention forward), and so does the fused visual cross-entropy, which recomputes its

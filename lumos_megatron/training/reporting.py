@@ -28,7 +28,7 @@ class IterationStats:
     tokens: int = 0
     """Tokens processed by the whole step (global batch x sequence length)."""
     model_flops: float = 0.0
-    """Model FLOPs of the whole step (``scaling.step_flops``), 0 when not counted."""
+    """Model FLOPs of the whole step (``training.flops.step_flops``), 0 when not counted."""
     memory_gb: float = 0.0
     """Peak device memory (GPU) or resident set (CPU) of the reporting process, GiB."""
     global_batch_size: int = 0

@@ -1,6 +1,6 @@
 """``report.md``: a readable summary of a scaling-law fit that embeds its plots.
 
-It is rendered from the ``fit.json`` content (``fit_pipeline.run_scaling_fit``), so the report and
+It is rendered from the ``fit.json`` content (``pipeline.run_scaling_fit``), so the report and
 the JSON never disagree.
 """
 

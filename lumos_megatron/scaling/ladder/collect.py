@@ -1,6 +1,6 @@
 """One finished (or stopped) training run → the rows a scaling-law fit reads.
 
-A run directory is what a ladder run writes (``scaling.ladder_output``; also the launchers'
+A run directory is what a ladder run writes (``scaling.ladder.launch``; also the launchers'
 ``OUT``): TensorBoard event files under ``RUN/tensorboard/`` (else anywhere under ``RUN``) and
 its configuration, read from the first of
 

@@ -1,7 +1,7 @@
 """A scaling ladder: model sizes x token (or compute) budgets, one derived recipe per run.
 
 ``plan_ladder(spec)`` lays the ladder out without touching the disk: the family members between
-``n_min`` and ``n_max`` (``ladder_shapes``), for each either ``D = k x N`` per tokens-per-parameter
+``n_min`` and ``n_max`` (``shapes.ladder_shapes``), for each either ``D = k x N`` per tokens-per-parameter
 multiple ``k`` or ``D = C / (model FLOPs per token)`` per compute budget ``C`` (IsoFLOP; members
 whose ``D / N`` falls outside ``tpp_range`` are left out), then batch, LR and schedule by
 ``hparam_rule`` and the derived, validated configuration. Every run records its size ``N`` (total
