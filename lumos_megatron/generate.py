@@ -5,16 +5,19 @@
         [--resolution 352|WxH] [--fps 12] [--duration 2] [--steps 50] [--cfg G]
         [--history-mask-ratio 0.7] [--seed 0] [--batch-size 1] [--temperature-schedule official]
         [--no-kv-cache] [--dtype fp32|bf16] [--device cpu|cuda] [--attention-backend sdpa|flex|te_bias]
+        [--overwrite]
     torchrun --nproc-per-node N -m lumos_megatron.generate --tensor-model-parallel-size t ...
 
 The tokenizers default to the ones the checkpoint's training run recorded (``data.video_tokenizer``
 and ``data.text_tokenizer`` of its ``run_config.yaml``). Per sample ``DIR/sample_NNNNN.{mp4,gif,png,json}``
-(the JSON, written last, holds every setting and the generated token ids); a re-run skips samples
-whose JSON exists. Bad prompt-file lines and unreadable images are listed in ``DIR/skipped.jsonl``
+(the JSON, written last, holds every setting, the generated token ids, and the sample's determinants
+with their sha256 ``determinants_hash``); a re-run skips samples whose JSON records the same hash and
+refuses (exit 2, one line) a sample generated with other settings unless ``--overwrite`` is given,
+which regenerates it. Bad prompt-file lines and unreadable images are listed in ``DIR/skipped.jsonl``
 and the other samples still run; ``DIR/index.jsonl`` lists every finished sample. Under torchrun
 the N ranks form N/t data-parallel groups of t tensor-parallel ranks (t defaults to N); the groups
 share the prompts, and each group's first rank writes its samples.
-Exit status: 0 done (skipped prompts are listed, not fatal), 2 bad input.
+Exit status: 0 done (skipped prompts are listed, not fatal), 2 bad input or a stale --out.
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="sdpa, flex or te_bias (default: the checkpoint's model.attention_backend)")
     p.add_argument("--tensor-model-parallel-size", type=int, default=None,
                    help="ranks per model copy under torchrun (default: all); the N/t copies share the prompts")
+    p.add_argument("--overwrite", action="store_true",
+                   help="regenerate samples in --out that were generated with other settings (checkpoint, "
+                        "prompt, seed, sampler, ...); without it such a re-run is refused with exit status 2, "
+                        "while samples of identical settings are always skipped (resume)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -68,7 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     # megatron-core's notices about optional fused kernels and a deprecated scope name it uses
     # itself: nothing a user of this command can act on.
     warnings.filterwarnings("ignore", message=".*(Apex is not installed|full scope is deprecated).*")
-    from lumos_megatron.inference.run import GenerationRun, GenerationSetupError
+    from lumos_megatron.inference.run import GenerationRun, GenerationSetupError, NoSpaceForOutput
 
     try:
         run = GenerationRun.from_args(args)
@@ -77,6 +84,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         written, skipped = run.run()
+    except NoSpaceForOutput as err:
+        print(f"lumos_megatron.generate: error: {err}", file=sys.stderr)
+        return 2
     finally:
         run.close()
     if args.prompt and skipped:  # the one prompt could not be used: say why

@@ -77,6 +77,17 @@ def main(argv=None) -> int:
     except (ManifestError, FileNotFoundError, ValueError) as e:
         print(f"pretokenize: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        from lumos_megatron.platform.disk_space import is_no_space, no_space_message
+
+        if not is_no_space(e):
+            raise
+        # The shard being written was aborted (removed); complete shards stay and a re-run resumes.
+        shards = [os.path.join(args.output, n) for n in os.listdir(args.output) if n.endswith(".bin")]
+        need = max((os.path.getsize(p) for p in shards), default=0)
+        print(f"pretokenize: {no_space_message(args.output, need)} (for the next shard); the partial shard was "
+              "removed, and a re-run resumes after the complete ones", file=sys.stderr)
+        return 2
     print(f"pretokenize: {counts['samples']} samples in {counts['shards']} shards under {args.output}; "
           f"{counts['skipped']} skipped (see {os.path.join(args.output, 'skipped.jsonl')})")
     return 0

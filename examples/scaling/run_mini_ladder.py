@@ -14,8 +14,8 @@ sizes x 2 budgets of very few iterations (about 75 s), what the end-to-end test 
 
 --isoflop lays the ladder out by compute budgets instead (Approach 2, IsoFLOP profiles): every
 family member whose tokens per parameter fall in [0.02, 100] at each budget C (default 1e11 and
-3e11 FLOPs: 10 runs, 5 sizes per budget; with --smallest 1e10 and 3e10: 7 runs, about 2 min), so
-each budget is one IsoFLOP profile.
+3e11 FLOPs: 10 runs, 5 sizes per budget; with --smallest 1e10 and 3e10 and at most 10 tokens per
+parameter: 6 runs, about 1 min), so each budget is one IsoFLOP profile.
 
 Outputs under --out: ladder.json, <run>/{recipe.yaml,train.log,tensorboard/}, runs.csv and
 fit/ (fit.json, report.md, plots). The loss falls with size and data because the models must
@@ -49,9 +49,11 @@ SETTINGS = {
 ISOFLOP_COMMON = ["--base", "examples/recipes/tiny_cpu.yaml", "--set", "data.seq_length=72",
                   "--n-min", "1e4", "--n-max", "2e6", "--head-dim", "32", "--aspect", "64", "--gqa-ratio", "4",
                   "--ffn-ratio", "2.75", "--ffn-multiple", "16", "--nodes", "1", "--gpus-per-node", "1",
-                  "--eval-samples", "64", "--tpp-range", "0.02", "100", "--prefix", "mini-"]
+                  "--eval-samples", "64", "--prefix", "mini-"]
 ISOFLOP_BUDGETS = {"default": ["1e11", "3e11"], "smallest": ["1e10", "3e10"]}
-ISOFLOP_EVALS = {"default": ["--evals-per-run", "3"], "smallest": ["--evals-per-run", "2"]}
+# --smallest leaves out the many-token runs of the smallest member (tokens per parameter > 10).
+ISOFLOP_RUNS = {"default": ["--evals-per-run", "3", "--tpp-range", "0.02", "100"],
+                "smallest": ["--evals-per-run", "2", "--tpp-range", "0.02", "10"]}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
     py = sys.executable
     size = "smallest" if args.smallest else "default"
     if args.isoflop is not None:
-        ladder = [*ISOFLOP_COMMON, "--isoflop", *(args.isoflop or ISOFLOP_BUDGETS[size]), *ISOFLOP_EVALS[size]]
+        ladder = [*ISOFLOP_COMMON, "--isoflop", *(args.isoflop or ISOFLOP_BUDGETS[size]), *ISOFLOP_RUNS[size]]
     else:
         ladder = [*COMMON, *SETTINGS[size]]
     _run([py, "tools/scaling/make_ladder.py", "--out", out, *ladder, "--set", f"data.mock_classes={args.mock_classes}"])

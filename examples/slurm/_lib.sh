@@ -69,7 +69,8 @@ print(t.train_iters if samples is None else math.ceil(samples / t.global_batch_s
 }
 
 # Put this job back in the queue when the trainer exited cleanly before train_iters. That
-# happens on SIGUSR1 or --exit-duration-in-mins. The requeued job resumes from --load. It keeps
+# happens on SIGUSR1 or --exit-duration-in-mins, and after the hang watchdog (status 6; a full
+# checkpoint disk, status 4, needs a person instead). The requeued job resumes from --load. It keeps
 # its job id and appends to the same log (--open-mode=append).
 # Arguments: exit status, checkpoint dir, iteration before this job started, then the recipe and
 # overrides (--config R ...). The job is requeued only if it saved a newer checkpoint: a run that
@@ -78,10 +79,15 @@ print(t.train_iters if samples is None else math.ceil(samples / t.global_batch_s
 lumos_requeue_if_unfinished() {
     local rc=$1 ckpt_dir=$2 start_iter=$3 latest target
     shift 3
-    if [[ $rc -ne 0 ]]; then
-        echo "lumos: training exited with status $rc; not requeueing" >&2
-        return "$rc"
-    fi
+    # Exit statuses: lumos_megatron/training/exit_codes.py, docs/failure_modes.md.
+    case $rc in
+        0) ;;
+        6) echo "lumos: the hang watchdog ended training (status 6; every rank's stacks are in the log)" >&2 ;;
+        4) echo "lumos: no space left for checkpoints (status 4): free space, then resubmit; not requeueing" >&2
+           return "$rc" ;;
+        *) echo "lumos: training exited with status $rc; not requeueing" >&2
+           return "$rc" ;;
+    esac
     [[ ${AUTO_REQUEUE:-1} == 1 ]] || return 0
     latest=$(lumos_latest_iteration "$ckpt_dir")
     if ! target=$(lumos_train_iters "$@"); then
@@ -97,4 +103,5 @@ lumos_requeue_if_unfinished() {
         echo "lumos: stopped before train_iters; requeueing job ${SLURM_JOB_ID}" >&2
         scontrol requeue "${SLURM_JOB_ID:?}"
     fi
+    return "$rc"
 }

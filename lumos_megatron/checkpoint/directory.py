@@ -6,7 +6,8 @@
       latest_checkpointed_iteration.txt    # "100": the newest complete checkpoint
       iter_0000050/                        # torch_dist shards + common.pt + metadata.json
       iter_0000100/                        #   + run_config.yaml (the resolved configuration)
-      .iter_0000150.tmp/                   # a save in progress (or killed): never read
+      .iter_0000150.<run_id>.tmp/          # a save in progress (or killed): never read
+      .owner.json                          # the run that saves here (checkpoint/owner.py)
 
 A save writes into the hidden temporary directory, which is renamed to ``iter_NNNNNNN`` only when
 every rank has finished writing; the ``latest`` file is then replaced atomically (write a temp
@@ -20,17 +21,38 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
 LATEST_FILE = "latest_checkpointed_iteration.txt"
 RUN_CONFIG_FILE = "run_config.yaml"
 _ITER_RE = re.compile(r"^iter_(\d{7,})$")
-# What a killed save leaves: its temporary directory, or the previous copy of a re-saved iteration.
-_LEFTOVER_RE = re.compile(r"^\.iter_(\d{7,})\.(tmp|old)$")
+# What a killed save leaves: its temporary directory, or the previous copy of a re-saved iteration,
+# named with the owning run's id (older versions: without).
+_LEFTOVER_RE = re.compile(r"^\.iter_(\d{7,})(?:\.([0-9a-f]+))?\.(tmp|old)$")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be saved or loaded; the message names the path and what to do."""
+    """A checkpoint that cannot be saved or loaded; the message names the path and what to do.
+
+    ``earlier_step`` marks a damaged or incomplete checkpoint, which loading another iteration
+    avoids: each command adds the flag it has for that (``with_step_hint``)."""
+
+    def __init__(self, message: str, earlier_step: bool = False):
+        super().__init__(message)
+        self.earlier_step = earlier_step
+
+
+class NoSpaceError(CheckpointError):
+    """The checkpoint device ran out of space (the message says how much was needed and free)."""
+
+
+def with_step_hint(err: BaseException, flag: Optional[str]) -> str:
+    """The error's message, plus "pick another with FLAG N" when an earlier iteration would do and
+    the command has such a flag (``--ckpt-step`` for training, ``--iteration`` for the tools)."""
+    text = str(err)
+    if getattr(err, "earlier_step", False) and flag:
+        return f"{text}; pick another iteration with {flag} N"
+    return text
 
 
 def iteration_dir_name(iteration: int) -> str:
@@ -45,10 +67,10 @@ def checkpoint_dir(root: str | Path, iteration: int) -> Path:
     return Path(root) / iteration_dir_name(iteration)
 
 
-def temporary_dir(root: str | Path, iteration: int) -> Path:
+def temporary_dir(root: str | Path, iteration: int, token: str = "") -> Path:
     """Where a save of ``iteration`` is written before it is published (hidden, same filesystem
-    as the final name so that the rename is atomic)."""
-    return Path(root) / f".{iteration_dir_name(iteration)}.tmp"
+    as the final name so that the rename is atomic); ``token`` is the owning run's id."""
+    return Path(root) / f".{iteration_dir_name(iteration)}{'.' + token if token else ''}.tmp"
 
 
 def list_checkpoints(root: str | Path) -> List[int]:
@@ -64,8 +86,10 @@ def list_checkpoints(root: str | Path) -> List[int]:
     return sorted(found)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+def write_atomically(path: Path, text: str, tag: str = "") -> None:
+    """Replace ``path`` with ``text`` all at once (temp file, fsync, rename); ``tag`` makes the
+    temp file's name unique to its writer when several processes may write the same file."""
+    tmp = path.with_name(f".{path.name}{'.' + tag if tag else ''}.tmp")
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()
@@ -90,7 +114,7 @@ def _fsync_dir(path: Path) -> None:
 
 def write_latest(root: str | Path, iteration: int) -> None:
     """Point ``latest_checkpointed_iteration.txt`` at ``iteration`` (atomic replace)."""
-    _write_atomically(Path(root) / LATEST_FILE, f"{iteration}\n")
+    write_atomically(Path(root) / LATEST_FILE, f"{iteration}\n")
 
 
 def read_latest(root: str | Path) -> Optional[int]:
@@ -104,19 +128,20 @@ def read_latest(root: str | Path) -> Optional[int]:
     text = path.read_text().strip()
     if not text.isdigit():
         raise CheckpointError(f"{path}: expected an iteration number, found {text[:40]!r}; fix or "
-                              "delete the file (or load an explicit step with --ckpt-step)")
+                              "delete the file", earlier_step=True)
     return int(text)
 
 
-def publish(tmp: Path, final: Path) -> None:
+def publish(tmp: Path, final: Path, token: str = "") -> None:
     """Rename a completely written temporary checkpoint to its final name.
 
-    An existing checkpoint of the same iteration (a save repeated after a resume) is moved aside
-    first and deleted only after the new one is in place.
+    An existing checkpoint of the same iteration (a save repeated by the same run) is moved aside
+    first and deleted only after the new one is in place; callers decide whether replacing it is
+    allowed (``save.py`` refuses another run's).
     """
     old = None
     if final.exists():
-        old = final.with_name(f".{final.name}.old")
+        old = final.with_name(f".{final.name}{'.' + token if token else ''}.old")
         if old.exists():
             shutil.rmtree(old)
         os.replace(final, old)
@@ -126,24 +151,26 @@ def publish(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def prepare_temporary(root: str | Path, iteration: int) -> Path:
-    """Create an empty temporary directory for a save of ``iteration`` (a leftover of a killed
-    save is removed first). Call on one rank only."""
+def prepare_temporary(root: str | Path, iteration: int, token: str = "") -> Path:
+    """Create an empty temporary directory for a save of ``iteration`` by the run ``token`` (its
+    own leftover of a killed save is removed first). Call on one rank only."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_dir(root, iteration)
+    tmp = temporary_dir(root, iteration, token)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     return tmp
 
 
-def prune(root: str | Path, keep_last: int, protect: Optional[int] = None) -> List[int]:
+def prune(root: str | Path, keep_last: int, protect: Optional[int] = None,
+          tokens: Optional[Iterable[str]] = None) -> List[int]:
     """Delete all but the newest ``keep_last`` checkpoints (0 keeps all); returns those deleted.
 
     ``protect`` (the iteration just saved, and the one ``latest`` names) is never deleted.
-    Leftovers of killed saves (``.iter_NNNNNNN.tmp`` and ``.iter_NNNNNNN.old``) are removed as
-    well: call this after a save has been published, when no save of this run is in progress.
+    Leftovers of killed saves (``.iter_NNNNNNN.<run>.tmp`` and ``.old``) are removed as well, but
+    only those of the runs in ``tokens`` (this run, and the stale owner it took over; None: all):
+    call this after a save has been published, when no save of this run is in progress.
     """
     if keep_last < 0:
         raise ValueError(f"keep_last must be >= 0, got {keep_last}")
@@ -160,23 +187,30 @@ def prune(root: str | Path, keep_last: int, protect: Optional[int] = None) -> Li
             if it not in keep:
                 shutil.rmtree(checkpoint_dir(root, it), ignore_errors=True)
                 deleted.append(it)
-    for leftover in leftover_dirs(root):
+    for leftover in leftover_dirs(root, tokens):
         shutil.rmtree(leftover, ignore_errors=True)
     return deleted
 
 
-def leftover_dirs(root: str | Path) -> List[Path]:
-    """Temporary directories of killed saves under ``root`` (never read by a load)."""
+def leftover_dirs(root: str | Path, tokens: Optional[Iterable[str]] = None) -> List[Path]:
+    """Temporary directories of killed saves under ``root`` (never read by a load); with
+    ``tokens``, only those of these runs (and of versions that named none)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(e for e in root.iterdir() if _LEFTOVER_RE.match(e.name) and e.is_dir())
+    wanted = None if tokens is None else {t for t in tokens if t} | {None}
+    out = []
+    for entry in root.iterdir():
+        match = _LEFTOVER_RE.match(entry.name)
+        if match and entry.is_dir() and (wanted is None or match.group(2) in wanted):
+            out.append(entry)
+    return sorted(out)
 
 
 def resolve_load(root: str | Path, step: Optional[int] = None) -> Optional[Path]:
     """The checkpoint directory to resume from, or None when there is nothing to resume.
 
-    ``step`` (Megatron ``--ckpt-step``) selects an iteration explicitly; otherwise the ``latest``
+    ``step`` (Megatron ``--ckpt-step``, the tools' ``--iteration``) selects an iteration explicitly; otherwise the ``latest``
     file decides. A missing ``root`` or an empty one (no ``latest`` file) means "start from
     scratch", as Megatron does; a ``latest`` file or ``step`` naming a missing directory is an
     error.
@@ -195,5 +229,5 @@ def resolve_load(root: str | Path, step: Optional[int] = None) -> Optional[Path]
     if not path.is_dir():
         raise CheckpointError(
             f"{root / LATEST_FILE} names iteration {latest}, but {path} does not exist; "
-            "point the file at an existing iter_* directory or pass --ckpt-step")
+            "point the file at an existing iter_* directory", earlier_step=True)
     return path

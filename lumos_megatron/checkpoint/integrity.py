@@ -20,12 +20,12 @@ def _read_dcp_metadata(path: Path):
 
     if not (path / _DCP_METADATA).is_file():
         raise CheckpointError(f"{path} is not a complete torch_dist checkpoint: {path / _DCP_METADATA} "
-                              "is missing (the save was interrupted?); load an earlier step with --ckpt-step")
+                              "is missing (the save was interrupted?)", earlier_step=True)
     try:
         return FileSystemReader(str(path)).read_metadata()
     except Exception as err:  # unpickling errors of a damaged metadata file
-        raise CheckpointError(f"{path / _DCP_METADATA} is corrupt ({type(err).__name__}: {err}); "
-                              "load an earlier step with --ckpt-step") from None
+        raise CheckpointError(f"{path / _DCP_METADATA} is corrupt ({type(err).__name__}: {err})",
+                              earlier_step=True) from None
 
 
 def expected_shard_sizes(path: str | Path) -> Dict[str, int]:
@@ -47,11 +47,11 @@ def verify_shard_files(path: str | Path) -> None:
         try:
             size = os.path.getsize(file)
         except OSError:
-            raise CheckpointError(f"checkpoint shard {file} is missing; the checkpoint is incomplete, "
-                                  "load an earlier step with --ckpt-step") from None
+            raise CheckpointError(f"checkpoint shard {file} is missing; the checkpoint is incomplete",
+                                  earlier_step=True) from None
         if size < needed:
             raise CheckpointError(f"checkpoint shard {file} is truncated ({size} of at least {needed} "
-                                  "bytes); the checkpoint is corrupt, load an earlier step with --ckpt-step")
+                                  "bytes); the checkpoint is corrupt", earlier_step=True)
 
 
 def model_shape_problems(path: str | Path, model_sharded: Dict) -> List[str]:
@@ -90,11 +90,12 @@ def describe_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:300]}"
 
 
-def preflight(save: Optional[str], load: Optional[str], load_step: Optional[int]) -> None:
+def preflight(save: Optional[str], load: Optional[str], load_step: Optional[int], fallback: bool = False) -> None:
     """Filesystem-only checks of ``--save``/``--load`` that every rank can run before any process
     group exists, so that a wrong path fails in a second rather than after the model is built:
-    the save directory can be created; the checkpoint to resume (if any) exists and its shard
-    files are complete. Raises ``CheckpointError``."""
+    the save directory can be created; the checkpoint to resume (if any) exists and, unless the
+    loader may fall back to an older one (``fallback``, no explicit step), its shard files are
+    complete. Raises ``CheckpointError``."""
     if save:
         try:
             Path(save).mkdir(parents=True, exist_ok=True)
@@ -102,5 +103,5 @@ def preflight(save: Optional[str], load: Optional[str], load_step: Optional[int]
             raise CheckpointError(f"cannot create the checkpoint directory {save}: {err}") from None
     if load:
         path = resolve_load(load, load_step)
-        if path is not None:
+        if path is not None and (load_step is not None or not fallback):
             verify_shard_files(path)

@@ -13,7 +13,8 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 from lumos_megatron.checkpoint.dist_optimizer_fixes import apply_load_fix, prime_empty_state, unshare_steps
 from lumos_megatron.checkpoint.integrity import describe_error, model_shape_problems, verify_shard_files
-from lumos_megatron.checkpoint.directory import CheckpointError, resolve_load
+from lumos_megatron.checkpoint.directory import CheckpointError, checkpoint_dir, list_checkpoints, resolve_load
+from lumos_megatron.checkpoint.manifest import verify as verify_manifest
 from lumos_megatron.checkpoint.sharded import (
     build_state_dict,
     model_keys,
@@ -64,6 +65,8 @@ def _read_common(path: Path) -> dict:
     from megatron.core import dist_checkpointing
 
     verify_shard_files(path)
+    if not (path / "common.pt").is_file():
+        raise CheckpointError(f"{path / 'common.pt'} is missing: the checkpoint is incomplete", earlier_step=True)
     try:
         return dist_checkpointing.load_common_state_dict(str(path))
     except Exception as err:  # a missing/damaged common.pt or metadata.json
@@ -85,6 +88,49 @@ def _load_sharded(state: dict, path: Path) -> dict:
         raise CheckpointError(f"cannot load checkpoint {path}: {describe_error(err)}") from err
 
 
+def _problems_everywhere(path: Path, mode: str) -> List[str]:
+    """Every rank's findings on checkpoint ``path`` (manifest sizes and, with ``full``, this rank's
+    share of the checksums; the torch_dist shard sizes; common.pt), merged: all ranks agree."""
+    problems = verify_manifest(path, mode, dist.get_rank(), dist.get_world_size())
+    try:
+        verify_shard_files(path)
+        if not (path / "common.pt").is_file():
+            problems.append(f"{path / 'common.pt'} is missing")
+    except CheckpointError as err:
+        problems.append(str(err))
+    gathered: List[Optional[List[str]]] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, problems)
+    return list(dict.fromkeys(p for rank_problems in gathered for p in (rank_problems or [])))
+
+
+def choose_checkpoint(root: str, step: Optional[int], mode: str = "full", fallback: bool = True) -> Optional[Path]:
+    """The checkpoint directory to resume from, verified (``checkpoint.verify``). Collective.
+
+    When the one ``latest`` names fails, ``fallback`` loads the newest older one that passes, with
+    a loud warning; an explicit ``step`` never falls back. Raises ``CheckpointError`` naming the
+    file that failed; None when ``root`` holds no checkpoint."""
+    path = resolve_load(root, step)
+    if path is None:
+        return None
+    problems = _problems_everywhere(path, mode)
+    if not problems:
+        return path
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    failed = f"checkpoint {path} failed verification: {problems[0]}{more}"
+    if step is not None or not fallback:
+        raise CheckpointError(failed, earlier_step=True)
+    iteration = int(path.name.split("_")[1])
+    for older in reversed([i for i in list_checkpoints(root) if i < iteration]):
+        candidate = checkpoint_dir(root, older)
+        if not _problems_everywhere(candidate, mode):
+            if dist.get_rank() == 0:
+                bar = "!" * 100
+                print(f"{bar}\nWARNING: {failed}\nWARNING: loading the newest checkpoint that passes instead: "
+                      f"{candidate} (checkpoint.fallback=true)\n{bar}", flush=True)
+            return candidate
+    raise CheckpointError(f"{failed}; no older checkpoint under {root} passes either")
+
+
 def load_model_weights(path: Path, chunks) -> dict:
     """Load only the model weights of checkpoint directory ``path`` into ``chunks`` (any saved
     layout, resharded; the stored dtype is cast to the parameters'). Collective. Returns the
@@ -100,21 +146,25 @@ def load_model_weights(path: Path, chunks) -> dict:
 
 
 def load_checkpoint(root: str, step: Optional[int], chunks, optimizer, scheduler, layout,
-                    distributed_optimizer: bool, finetune: bool = False) -> Optional[TrainProgress]:
+                    distributed_optimizer: bool, finetune: bool = False, verify: str = "full",
+                    fallback: bool = True) -> Optional[TrainProgress]:
     """Load model, optimizer, LR schedule, progress and (same layout only) RNG states.
 
     With ``finetune`` (Megatron ``--finetune``), or for a checkpoint that holds weights only (an
     imported one), only the model weights are loaded: the optimizer and schedule stay fresh and
     training starts at iteration 0 with no samples consumed.
 
+    The checkpoint is verified first (``choose_checkpoint``: ``verify`` against its manifest, with
+    ``fallback`` to the newest older one that passes).
+
     Collective. Returns None (training starts from scratch) when ``root`` holds no checkpoint;
     raises ``CheckpointError`` (one line naming the path, the file or the parameter) for a
-    ``latest`` file naming a missing directory, a truncated or missing shard file, or a model
-    whose parameter shapes differ from the checkpoint's.
+    ``latest`` file naming a missing directory, a corrupt, truncated or missing file with no
+    fallback, or a model whose parameter shapes differ from the checkpoint's.
     """
     start = time.perf_counter()
     rank0 = dist.get_rank() == 0
-    path = resolve_load(root, step)
+    path = choose_checkpoint(root, step, verify, fallback)
     if path is None:
         if rank0:
             print(f"WARNING: no checkpoint found under {root} (no latest_checkpointed_iteration.txt); "

@@ -115,6 +115,19 @@ class TrainConfig:
     """Save (when checkpoint.save is set) and exit with status 0 once this many minutes of wall
     time have passed (Megatron --exit-duration-in-mins); lets a job end cleanly before a
     scheduler time limit. None: no limit."""
+    hang_timeout_factor: float = 10.0
+    """Hang watchdog: a step still running after this many times the median time of the recent
+    steps (at least hang_timeout_min_s) counts as hung; every rank dumps the Python stacks of all
+    its threads to stderr and exits with status 6 instead of waiting for the job's wall time.
+    0 disables the watchdog. Raise it (or hang_timeout_min_s) when steps legitimately vary a lot,
+    e.g. recompilation for new shapes under data.pad_to_multiple."""
+    hang_timeout_s: float = 1800.0
+    """Hang watchdog: the fixed limit of the first 5 steps of a process (compilation and warm-up,
+    before a median exists) and of every evaluation and checkpoint load or save, in seconds."""
+    hang_timeout_min_s: float = 60.0
+    """Hang watchdog: the least limit of a step once the median applies, in seconds, so that a
+    pause of a few seconds (garbage collection, a slow file system) does not end a run of short
+    steps."""
     lr: float = 1e-4
     """Peak learning rate."""
     min_lr: float = 1e-4
@@ -256,6 +269,19 @@ class CheckpointConfig:
     """Load only the model weights from load (Megatron --finetune): fresh optimizer and LR
     schedule, iteration and data position 0. How training starts from an imported checkpoint
     (a checkpoint holding weights only is always loaded this way)."""
+    verify: Literal["full", "size", "none"] = "full"
+    """What is checked against a checkpoint's manifest before it is loaded: 'full' every file's
+    size and SHA-256 (split over the ranks), 'size' the sizes only, 'none' nothing."""
+    fallback: bool = True
+    """When the checkpoint to resume fails verification, load the newest older one that passes
+    (with a loud warning) instead of stopping. Not for an explicit load_step."""
+    max_save_failures: int = 3
+    """Stop (exit 5) after this many periodic saves in a row failed; fewer failures are logged and
+    training goes on. The final and signal-driven saves are never retried."""
+    stale_owner_after_s: float = 900.0
+    """Another run's claim on the save directory counts as stale (and is taken over) when its
+    heartbeat is older than this; a dead PID on the same host or an earlier allocation of the same
+    SLURM job is stale at once."""
 
 
 @dataclass

@@ -194,6 +194,7 @@ def _train_data_problems(cfg: LumosConfig) -> List[str]:
         out.append(f"train.train_samples must be >= 1 (got {t.train_samples})")
     if t.exit_duration_in_mins is not None and t.exit_duration_in_mins <= 0:
         out.append(f"train.exit_duration_in_mins must be > 0 (got {t.exit_duration_in_mins})")
+    out += _hang_watchdog_problems(t)
     if t.lr < 0 or t.min_lr < 0 or t.min_lr > t.lr:
         out.append(f"need 0 <= train.min_lr <= train.lr (got lr={t.lr}, min_lr={t.min_lr})")
     if d.seq_length < 2:
@@ -221,10 +222,27 @@ def _train_data_problems(cfg: LumosConfig) -> List[str]:
         out.append("checkpoint.save_interval must be >= 0")
     if c.keep_last < 0:
         out.append(f"checkpoint.keep_last must be >= 0 (got {c.keep_last})")
+    if c.max_save_failures < 1:
+        out.append(f"checkpoint.max_save_failures must be >= 1 (got {c.max_save_failures})")
+    if not c.stale_owner_after_s > 0:
+        out.append(f"checkpoint.stale_owner_after_s must be > 0 (got {c.stale_owner_after_s})")
     if c.load_step is not None and (c.load_step < 0 or not c.load):
         out.append("checkpoint.load_step needs checkpoint.load and must be >= 0")
     if cfg.logging.log_interval < 1:
         out.append("logging.log_interval must be >= 1")
+    return out
+
+
+def _hang_watchdog_problems(t) -> List[str]:
+    """The watchdog's limits (``training.watchdog``); written so that NaN fails too."""
+    out = []
+    if not (t.hang_timeout_factor == 0 or t.hang_timeout_factor > 1):
+        out.append(f"train.hang_timeout_factor must be 0 (off) or > 1 (got {t.hang_timeout_factor}); "
+                   "at <= 1 ordinary steps would count as hung")
+    if not t.hang_timeout_s > 0:
+        out.append(f"train.hang_timeout_s must be > 0 (got {t.hang_timeout_s})")
+    if not t.hang_timeout_min_s >= 0:
+        out.append(f"train.hang_timeout_min_s must be >= 0 (got {t.hang_timeout_min_s})")
     return out
 
 

@@ -8,12 +8,38 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 
 def _fail(prog: str, err: Exception) -> int:
-    print(f"{prog}: error: {err}", file=sys.stderr)
+    from lumos_megatron.checkpoint.directory import with_step_hint
+
+    print(f"{prog}: error: {with_step_hint(err, '--iteration')}", file=sys.stderr)
     return 2
+
+
+def _need_bytes(args) -> int:
+    """About how much the conversion writes: the source safetensors (import), or the model
+    tensors of the checkpoint in the written dtype (export)."""
+    from pathlib import Path
+
+    from lumos_megatron.platform.disk_space import directory_bytes
+
+    try:
+        if args.command == "import-hf":
+            return sum(directory_bytes(p) for p in Path(args.hf_dir).glob("*.safetensors"))
+        from lumos_megatron.conversion.inspect_checkpoint import summarize
+
+        summary = summarize(args.load, args.iteration)
+        width = {"fp32": 4, "bf16": 2, "fp16": 2}.get(args.dtype or "", 0)
+        stored = summary["dtypes"]
+        if not width:  # as stored: bytes of the stored model tensors
+            sizes = {"float32": 4, "bfloat16": 2, "float16": 2}
+            return sum(n * sizes.get(dtype, 4) for dtype, n in stored.items())
+        return summary["parameters"]["total"] * width
+    except Exception:  # only an estimate for the message
+        return 0
 
 
 def _convert_parser() -> argparse.ArgumentParser:
@@ -68,6 +94,15 @@ def convert_main(argv: Optional[List[str]] = None) -> int:
             print(f"{prog}: wrote {path}")
     except (ConversionError, CheckpointError) as err:
         return _fail(prog, err)
+    except OSError as err:
+        from lumos_megatron.platform.disk_space import is_no_space, no_space_message
+
+        if not is_no_space(err):
+            raise
+        # staged_output has removed the partial output already.
+        print(f"{prog}: error: {no_space_message(Path(args.out).parent, _need_bytes(args))}; nothing was "
+              f"written to {args.out}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -77,14 +112,24 @@ def inspect_main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("checkpoint", help="checkpoint root (or one iter_* directory)")
     parser.add_argument("--iteration", type=int, default=None, help="iteration (default: latest)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--verify", choices=("full", "size"), nargs="?", const="full", default=None,
+                        help="check every file against the checkpoint's manifest (full: sizes and SHA-256; "
+                             "size: sizes only); exit 2 naming the first bad file")
     args = parser.parse_args(argv)
     from lumos_megatron.checkpoint.directory import CheckpointError
     from lumos_megatron.conversion.errors import ConversionError
-    from lumos_megatron.conversion.inspect_checkpoint import format_summary, summarize
+    from lumos_megatron.conversion.inspect_checkpoint import format_summary, summarize, verify_checkpoint
 
     try:
         summary = summarize(args.checkpoint, args.iteration)
+        if args.verify:
+            summary["verification"] = verify_checkpoint(summary["path"], args.verify)
     except (ConversionError, CheckpointError) as err:
         return _fail("inspect.py", err)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    problems = (summary.get("verification") or {}).get("problems")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return _fail("inspect.py", CheckpointError(f"checkpoint {summary['path']} failed verification: "
+                                                   f"{problems[0]}{more}", earlier_step=True))
     return 0

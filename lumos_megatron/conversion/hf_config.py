@@ -9,6 +9,8 @@ with one line rather than converted into a model that computes something else.
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any, Dict, Optional
 
 from lumos_megatron.config.schema import ModelConfig
@@ -33,19 +35,67 @@ _REFUSED_UNLESS = (
 )
 
 
-def _int_field(hf: Dict[str, Any], name: str, source: str) -> int:
+def _shown(value: Any) -> str:
+    """A config value as it reads in ``config.json`` (``null``, ``"8"``, ``true``)."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _int_field(hf: Dict[str, Any], name: str, source: str, default: Optional[int] = None) -> int:
+    """``hf[name]`` as a positive integer; ``default`` when the key is absent (required when
+    ``default`` is None). A present ``null``, a bool, a string or a float is refused: guessing
+    would build a model of another shape than the checkpoint's."""
+    if name not in hf and default is not None:
+        return default
     value = hf.get(name)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConversionError(f"{source}: field {name!r} must be a positive integer, found {value!r}")
+        raise ConversionError(f"{source}: field {name!r} must be a positive integer, found {_shown(value)}")
+    return value
+
+
+def _float_field(hf: Dict[str, Any], name: str, source: str, default: float, low: float = 0.0,
+                 low_inclusive: bool = False, high: Optional[float] = None) -> float:
+    """``hf[name]`` as a finite number above ``low`` (or at it, with ``low_inclusive``) and below
+    ``high``; ``default`` when the key is absent. ``null``, strings and bools are refused rather
+    than replaced by the default, which may not be what the weights were trained with."""
+    if name not in hf:
+        return default
+    value = hf[name]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value >= low if low_inclusive else value > low) and (high is None or value < high)
+    if not ok:
+        bounds = f">= {low:g}" if low_inclusive else f"> {low:g}"
+        if high is not None:
+            bounds += f" and < {high:g}"
+        raise ConversionError(f"{source}: field {name!r} must be a number {bounds}, found {_shown(value)}")
+    return float(value)
+
+
+def _bool_field(hf: Dict[str, Any], name: str, source: str, default: bool) -> bool:
+    """``hf[name]`` as true/false; ``default`` when absent (``null`` says neither)."""
+    if name not in hf:
+        return default
+    value = hf[name]
+    if not isinstance(value, bool):
+        raise ConversionError(f"{source}: field {name!r} must be true or false, found {_shown(value)}")
     return value
 
 
 def model_config_from_hf(hf: Dict[str, Any], source: str = "config.json") -> ModelConfig:
     """Our ``ModelConfig`` for an official config (``source`` names the file in messages).
 
-    Raises :class:`ConversionError` on an unknown ``model_type``, a missing field, or an
-    architecture variant listed above.
+    Raises :class:`ConversionError` (one line naming the key and the value) on an unknown
+    ``model_type``, a missing field, a ``null`` or wrongly typed field (a string or a bool
+    where a number is needed, a size that is not positive), or an architecture variant listed
+    above. ``null`` is accepted only where Hugging Face configs give it a meaning:
+    ``num_key_value_heads`` (one KV head per query head), ``head_dim`` (hidden / heads) and the
+    refused variants' "off" values.
     """
+    if not isinstance(hf, dict):
+        raise ConversionError(f"{source}: expected a JSON object, found {type(hf).__name__}")
     model_type = hf.get("model_type")
     if model_type != OFFICIAL_MODEL_TYPE:
         raise ConversionError(f"{source}: unsupported model_type {model_type!r}; expected "
@@ -55,26 +105,30 @@ def model_config_from_hf(hf: Dict[str, Any], source: str = "config.json") -> Mod
             raise ConversionError(f"{source}: missing required field {name!r}")
     for name, supported, meaning in _REFUSED_UNLESS:
         value = hf.get(name, supported)
+        # 0 == False in Python: a number (or a string) where a flag belongs is refused, not compared.
+        if isinstance(supported, bool) and value is not None and not isinstance(value, bool):
+            raise ConversionError(f"{source}: field {name!r} must be true or false, found {_shown(value)}")
         if value != supported and not (supported is False and value is None):
-            raise ConversionError(f"{source}: {name}={value!r} ({meaning}) is not supported by the "
-                                  f"Lumos decoder; expected {supported!r}")
+            raise ConversionError(f"{source}: {name}={_shown(value)} ({meaning}) is not supported by the "
+                                  f"Lumos decoder; expected {_shown(supported)}")
     hidden = _int_field(hf, "hidden_size", source)
     heads = _int_field(hf, "num_attention_heads", source)
-    kv_heads = hf.get("num_key_value_heads") or heads
-    if not isinstance(kv_heads, int) or heads % kv_heads:
-        raise ConversionError(f"{source}: num_key_value_heads={kv_heads!r} must divide "
+    kv_heads = heads if hf.get("num_key_value_heads") is None else _int_field(hf, "num_key_value_heads", source)
+    if heads % kv_heads:
+        raise ConversionError(f"{source}: num_key_value_heads={kv_heads} must divide "
                               f"num_attention_heads={heads}")
     if hidden % heads:
         raise ConversionError(f"{source}: hidden_size={hidden} is not a multiple of "
                               f"num_attention_heads={heads}")
     head_dim = hidden // heads
-    if hf.get("head_dim") not in (None, head_dim):
+    if hf.get("head_dim") is not None and _int_field(hf, "head_dim", source) != head_dim:
         raise ConversionError(f"{source}: head_dim={hf['head_dim']} differs from hidden_size / "
                               f"num_attention_heads = {head_dim}, which the official model uses")
-    variant = "mm_rope" if hf.get("mm_rope") else "1d"
+    variant = "mm_rope" if _bool_field(hf, "mm_rope", source, False) else "1d"
     problem = head_dim_problem(head_dim, variant)
     if problem:
         raise ConversionError(f"{source}: {problem}")
+    model_parallel_rows(hf, source)  # checked here too, so every config problem shows before any tensor
     return ModelConfig(
         num_layers=_int_field(hf, "num_hidden_layers", source),
         hidden_size=hidden,
@@ -83,25 +137,23 @@ def model_config_from_hf(hf: Dict[str, Any], source: str = "config.json") -> Mod
         num_query_groups=kv_heads,
         kv_channels=None,
         vocab_size=_int_field(hf, "vocab_size", source),
-        max_position_embeddings=int(hf.get("max_position_embeddings") or ModelConfig.max_position_embeddings),
-        rotary_base=float(hf.get("rope_theta", 10000.0)),
+        max_position_embeddings=_int_field(hf, "max_position_embeddings", source,
+                                           ModelConfig.max_position_embeddings),
+        rotary_base=_float_field(hf, "rope_theta", source, 10000.0),
         rope_variant=variant,
-        norm_epsilon=float(hf.get("rms_norm_eps", 1e-5)),
+        norm_epsilon=_float_field(hf, "rms_norm_eps", source, 1e-5),
         qk_layernorm=True,
         qk_layernorm_epsilon=OFFICIAL_QK_NORM_EPSILON,
-        init_method_std=float(hf.get("initializer_range", 0.02)),
-        attention_dropout=float(hf.get("attention_dropout", 0.0) or 0.0),
+        init_method_std=_float_field(hf, "initializer_range", source, 0.02),
+        attention_dropout=_float_field(hf, "attention_dropout", source, 0.0, low_inclusive=True, high=1.0),
         add_bias_linear=False,
         tie_embeddings=False,
     )
 
 
-def model_parallel_rows(hf: Dict[str, Any]) -> int:
+def model_parallel_rows(hf: Dict[str, Any], source: str = "config.json") -> int:
     """Rows of the official QK-norm parameters (``model_parallel_size``; 1 when absent)."""
-    value = hf.get("model_parallel_size", 1) or 1
-    if not isinstance(value, int) or value <= 0:
-        raise ConversionError(f"config.json: model_parallel_size must be a positive integer, found {value!r}")
-    return value
+    return _int_field(hf, "model_parallel_size", source, 1)
 
 
 def hf_config_from_model(model: ModelConfig, torch_dtype: str,

@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from lumos_megatron.checkpoint.directory import CheckpointError
 from lumos_megatron.checkpoint.integrity import verify_shard_files
 from lumos_megatron.checkpoint.run_config import read_run_config, resolve_checkpoint_dir
 from lumos_megatron.conversion.torch_dist_io import TorchDistReader
@@ -23,8 +24,21 @@ from lumos_megatron.models.parameter_counts import parameter_group
 def _read_common(path: Path) -> Dict[str, Any]:
     common_file = path / "common.pt"
     if not common_file.is_file():
-        return {}
-    return torch.load(common_file, map_location="cpu", weights_only=False)
+        raise CheckpointError(f"{common_file} is missing: the checkpoint is incomplete", earlier_step=True)
+    try:
+        return torch.load(common_file, map_location="cpu", weights_only=False)
+    except Exception as err:  # a damaged pickle
+        raise CheckpointError(f"{common_file} cannot be read ({type(err).__name__}: {err})",
+                              earlier_step=True) from None
+
+
+def verify_checkpoint(path: str | Path, mode: str = "full") -> Dict[str, Any]:
+    """``{"mode", "manifest", "problems"}``: the checkpoint's files against its manifest
+    (``checkpoint/manifest.py``; a checkpoint without one reports ``manifest: false``)."""
+    from lumos_megatron.checkpoint.manifest import read_manifest, verify
+
+    has_manifest = read_manifest(path) is not None
+    return {"mode": mode, "manifest": has_manifest, "problems": verify(path, mode) if has_manifest else []}
 
 
 def summarize(checkpoint: str | Path, iteration: Optional[int] = None) -> Dict[str, Any]:
@@ -101,4 +115,10 @@ def format_summary(summary: Dict[str, Any]) -> str:
     ]
     if summary.get("source"):
         lines.append(f"source           {summary['source']}")
+    check = summary.get("verification")
+    if check is not None:
+        verdict = ("no manifest (saved before manifests existed, or imported): nothing to verify against"
+                   if not check["manifest"] else
+                   f"{len(check['problems'])} problem(s)" if check["problems"] else "every file matches its manifest")
+        lines.append(f"verify ({check['mode']})    {verdict}")
     return "\n".join(lines)

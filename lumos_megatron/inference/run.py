@@ -1,15 +1,24 @@
 """One ``lumos_megatron.generate`` run: set-up checks, the share of the prompt set of this rank's
 data-parallel group (``prompt_sharding``), prompt preparation, batched generation, and the
 outputs of every sample (MP4, GIF, first-frame PNG, JSON with settings and tokens) and of the run
-(``skipped.jsonl``, ``index.jsonl``)."""
+(``skipped.jsonl``, ``index.jsonl``).
+
+Every sample JSON records its *determinants* (everything its tokens depend on: checkpoint, tokenizers,
+task, prompt, conditioning image content, seed, frame geometry, sampler settings, precision, devices)
+and their sha256 (``determinants_hash``). A re-run into the same ``--out`` skips a sample whose hash
+matches (resume) and refuses, before generating anything, one whose hash differs, unless
+``--overwrite`` is given: stale samples are never mixed silently with new ones.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -29,8 +38,45 @@ from lumos_megatron.inference.tasks import (
 from lumos_megatron.vocab import frame_block_length
 
 
+def _with_load_hint(err: BaseException) -> str:
+    """The error, plus how to pick another checkpoint with this command's only flag for it."""
+    if getattr(err, "earlier_step", False):
+        return f"{err}; pass an older iter_* directory as --load"
+    return str(err)
+
+
+class NoSpaceForOutput(RuntimeError):
+    """The output directory ran out of space while a sample was written (its files removed)."""
+
+
+def _raise_if_no_space(err: OSError, base: Path, need: int) -> None:
+    """On a full disk, remove the sample's partial files and raise ``NoSpaceForOutput`` (one line);
+    otherwise return (the caller re-raises)."""
+    from lumos_megatron.platform.disk_space import is_no_space, no_space_message
+
+    if not is_no_space(err):
+        return
+    for partial in (base.with_suffix(".mp4"), base.with_suffix(".gif"), base.with_suffix(".png"),
+                    base.with_name(f".{base.name}.json.tmp")):
+        partial.unlink(missing_ok=True)
+    raise NoSpaceForOutput(f"{no_space_message(base.parent, need)} while writing {base.name}; its partial files "
+                           "were removed, and a re-run resumes after the complete samples") from err
+
+
 class GenerationSetupError(ValueError):
     """A run that cannot start (bad arguments, checkpoint, tokenizer, frame size): one line."""
+
+
+class StaleSampleError(GenerationSetupError):
+    """``--out`` holds a sample of the same name generated from other determinants."""
+
+
+DETERMINANTS_FORMAT = 1
+"""Version of the determinants' layout: a change of layout changes every hash on purpose."""
+
+# Settings that the sampler documents (and tests) as not changing a sample's tokens, like the batch
+# size and the data-parallel layout: a resume may change them without regenerating.
+_TOKEN_NEUTRAL_SETTINGS = ("kv_cache", "batch_cfg")
 
 
 @dataclass
@@ -42,10 +88,58 @@ class PreparedSample:
     given_frames: List[List[int]]
     size: Tuple[int, int]
     """(width, height) in pixels."""
+    determinants: Dict[str, Any] = field(default_factory=dict)
+    """What the sample's tokens depend on (recorded in its JSON with their hash)."""
 
 
 def _choose(value, default):
     return default if value is None else value
+
+
+def file_sha256(path) -> Optional[str]:
+    """sha256 hex of a file's bytes; None when it cannot be read (its sample is skipped anyway)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def determinants_hash(determinants: Dict[str, Any]) -> str:
+    """sha256 hex of the determinants as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(determinants, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def changed_determinants(stored: Any, current: Dict[str, Any]) -> List[str]:
+    """The keys (``sampler.cfg_scale``: one level into sections) whose values differ."""
+    if not isinstance(stored, dict):
+        return ["all (no readable determinants)"]
+    changed = []
+    for key in sorted(set(stored) | set(current)):
+        old, new = stored.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += [f"{key}.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        elif old != new:
+            changed.append(key)
+    return changed
+
+
+def stored_sample_problem(path: Path, determinants: Dict[str, Any]) -> Optional[str]:
+    """None when the sample JSON at ``path`` records these determinants; otherwise what differs."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return f"unreadable ({type(err).__name__})"
+    if not isinstance(info, dict) or "determinants_hash" not in info:
+        return "written without a determinants hash"
+    if info["determinants_hash"] == determinants_hash(determinants):
+        return None
+    changed = changed_determinants(info.get("determinants"), determinants)
+    return "changed: " + (", ".join(changed) if changed else "determinants hash")
 
 
 def _check_args(args, world_size: int) -> None:
@@ -125,6 +219,9 @@ class GenerationRun:
             steps=args.steps, cfg_scale=_choose(args.cfg, defaults.cfg_scale),
             history_mask_ratio=args.history_mask_ratio, temperature_schedule=args.temperature_schedule,
             kv_cache=not args.no_kv_cache, num_visual_codes=video_tokenizer.codebook_size)
+        self.plan: Optional[Dict[str, int]] = None
+        """``{sample name: data-parallel group}`` of the samples to generate (``from_args`` plans)."""
+        self._determinants: Optional[Dict[str, Any]] = None
 
     @classmethod
     def from_args(cls, args) -> "GenerationRun":
@@ -152,7 +249,7 @@ class GenerationRun:
         try:  # the tokenizers first: a missing one is reported before the model loads
             specs = tokenizer_specs(args, read_run_config(resolve_checkpoint_dir(args.load)).data)
         except CheckpointError as err:
-            raise GenerationSetupError(f"--load {args.load}: {err}") from None
+            raise GenerationSetupError(f"--load {args.load}: {_with_load_hint(err)}") from None
         device = _device(args, world_size)
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, None: None}[args.dtype]
         if dtype is None:  # bf16 where the model runs on a GPU
@@ -163,7 +260,7 @@ class GenerationRun:
                                tensor_parallel_size=args.tensor_model_parallel_size,
                                attention_backend=args.attention_backend)
         except (CheckpointError, ConfigError, ValueError) as err:
-            raise GenerationSetupError(f"--load {args.load}: {err}") from None
+            raise GenerationSetupError(f"--load {args.load}: {_with_load_hint(err)}") from None
         loaded = {}
         for name, load in (("text_tokenizer", lambda spec: load_text_tokenizer(spec, model.vocab)),
                            ("video_tokenizer", lambda spec: load_video_tokenizer(spec, device=device))):
@@ -179,7 +276,50 @@ class GenerationRun:
             check_fits(grid, run.video_tokenizer.codebook_size, model.vocab)
         except ValueError as err:
             raise GenerationSetupError(str(err)) from None
+        try:  # before any generation: a stale --out is refused as a set-up error, on every rank
+            run.plan = run._shared_plan()
+        except GenerationSetupError:
+            run.close()
+            raise
         return run
+
+    # ------------------------------------------------------------------------------ determinants
+    def _run_determinants(self) -> Dict[str, Any]:
+        """What every sample of this run depends on (computed once)."""
+        if self._determinants is None:
+            from lumos_megatron.data.tokenizer_record import absolute_spec
+
+            model, args = self.model, self.args
+            checkpoint = Path(model.checkpoint).resolve()
+            match = re.fullmatch(r"iter_(\d+)", checkpoint.name)
+            sampler = {k: v for k, v in asdict(self.settings).items() if k not in _TOKEN_NEUTRAL_SETTINGS}
+            # T2I/T2V: the frame size the resolution names (``352`` and ``448x256`` are one size);
+            # I2V: the crop rule, which with the image's content gives the size.
+            resolution = (str(self.resolution).lower().strip() if args.task == "i2v"
+                          else list(frame_size(self.resolution)))
+            self._determinants = {
+                "format": DETERMINANTS_FORMAT,
+                # The weights are identified by where they are and the run that wrote them (its
+                # run_config.yaml); hashing the weights themselves would cost a full read per run.
+                "checkpoint": {"path": str(checkpoint), "iteration": int(match.group(1)) if match else None,
+                               "run_config_sha256": file_sha256(checkpoint / "run_config.yaml")},
+                "text_tokenizer": absolute_spec(self.specs["text_tokenizer"]),
+                "video_tokenizer": absolute_spec(self.specs["video_tokenizer"]),
+                "task": args.task, "resolution": resolution, "fps": self.fps, "duration": self.duration,
+                "latent_frames": self.frames, "sampler": sampler,
+                "precision": model.config.train.precision,
+                "attention_backend": model.config.model.attention_backend,
+                "model_device": model.device.type if model.device is not None else None,
+                "sample_device": self.sample_device.type if self.sample_device is not None else None,
+            }
+        return self._determinants
+
+    def sample_determinants(self, record: PromptRecord) -> Dict[str, Any]:
+        """Everything the tokens of ``record``'s sample depend on (a readable dict; hashed with
+        ``determinants_hash``): the run's determinants, the prompt, the conditioning image's
+        content (not its path) and the sample's seed."""
+        return {**self._run_determinants(), "prompt": record.caption,
+                "image_sha256": file_sha256(record.image) if record.image else None, "seed": self._seed(record)}
 
     # ------------------------------------------------------------------------------ the plan
     def _planned_size(self, record: PromptRecord) -> Optional[Tuple[int, int]]:
@@ -190,10 +330,34 @@ class GenerationRun:
         except ValueError:  # its preparation fails and says why (skipped.jsonl)
             return None
 
+    def _pending(self) -> List[PromptRecord]:
+        """The records to generate: no JSON yet, or (with ``--overwrite``) a JSON of other
+        determinants, whose outputs are removed first. Raises ``StaleSampleError`` for the latter
+        without ``--overwrite`` (one line: the first such sample, what changed, how many)."""
+        pending, stale = [], []
+        for record in self.records:
+            path = self.out / f"{record.name}.json"
+            if not path.is_file():
+                pending.append(record)
+                continue
+            problem = stored_sample_problem(path, self.sample_determinants(record))
+            if problem is not None:
+                stale.append((path, problem))
+                pending.append(record)
+        if stale and not getattr(self.args, "overwrite", False):
+            path, problem = stale[0]
+            more = f"; {len(stale) - 1} more sample(s) in {self.out} differ too" if len(stale) > 1 else ""
+            raise StaleSampleError(f"{path} was generated with other settings ({problem}){more}; pass --overwrite "
+                                   "to regenerate, or choose another --out")
+        for path, _ in stale:  # the JSON first: without it the sample counts as not generated
+            for suffix in (".json", ".mp4", ".gif", ".png"):
+                path.with_suffix(suffix).unlink(missing_ok=True)
+        return pending
+
     def _plan(self) -> Dict[str, int]:
-        """``{sample name: data-parallel group}`` of every sample not written yet (global rank 0)."""
+        """``{sample name: data-parallel group}`` of every sample to generate (global rank 0)."""
         self.out.mkdir(parents=True, exist_ok=True)
-        pending = [r for r in self.records if not (self.out / f"{r.name}.json").is_file()]
+        pending = self._pending()
         sizes = [self._planned_size(r) for r in pending]
         spatial = self.video_tokenizer.spatial_compression
         costs = [0 if s is None else frame_block_length(*latent_grid(*s, spatial)) * self.to_generate for s in sizes]
@@ -205,6 +369,8 @@ class GenerationRun:
         if self.is_main:
             try:
                 plan = self._plan()
+            except GenerationSetupError as err:  # every rank raises it: one line, exit status 2
+                plan = err
             except Exception as err:  # noqa: BLE001 - every rank must leave the broadcast, then fail
                 plan = RuntimeError(f"planning the prompt set failed: {type(err).__name__}: {err}")
         plan = self.groups.broadcast(plan)
@@ -226,7 +392,7 @@ class GenerationRun:
                                  self.text_tokenizer, vocab)
         check_fits(latent_grid(*size, self.video_tokenizer.spatial_compression), self.video_tokenizer.codebook_size,
                    vocab, self.model.config.model.max_position_embeddings, len(prompt), self.frames)
-        return PreparedSample(record, prompt, given, size)
+        return PreparedSample(record, prompt, given, size, self.sample_determinants(record))
 
     def _seed(self, record: PromptRecord) -> int:
         return record.seed if record.seed is not None else self.args.seed + record.index
@@ -237,7 +403,7 @@ class GenerationRun:
         from lumos_megatron.data.video.errors import MediaError
         from lumos_megatron.tokenizers.text.prompt import CaptionError
 
-        plan = self._shared_plan()
+        plan = self.plan if self.plan is not None else self._shared_plan()
         prepared: List[PreparedSample] = []
         skipped: List[SkippedPrompt] = []
         for record in self.records:
@@ -306,9 +472,13 @@ class GenerationRun:
 
         frames = self.video_tokenizer.decode(video_codes(tokens, self.model.vocab)).cpu().numpy()
         base = self.out / sample.record.name
-        write_mp4(frames, base.with_suffix(".mp4"), self.fps)
-        write_gif(frames, base.with_suffix(".gif"), self.fps)
-        write_png(frames[0], base.with_suffix(".png"))
+        try:
+            write_mp4(frames, base.with_suffix(".mp4"), self.fps)
+            write_gif(frames, base.with_suffix(".gif"), self.fps)
+            write_png(frames[0], base.with_suffix(".png"))
+        except OSError as err:
+            _raise_if_no_space(err, base, frames.nbytes)
+            raise
         info = {
             "prompt": sample.record.caption, "image": sample.record.image, "task": self.args.task,
             "seed": seed, "width": sample.size[0], "height": sample.size[1], "latent_grid": list(grid),
@@ -317,10 +487,15 @@ class GenerationRun:
             "text_tokenizer": self.specs["text_tokenizer"], "video_tokenizer": self.specs["video_tokenizer"],
             "data_parallel_rank": self.groups.data_parallel_rank,
             "sample_device": str(self.sample_device),
+            "determinants": sample.determinants, "determinants_hash": determinants_hash(sample.determinants),
             "prompt_ids": sample.prompt_ids, "video_tokens": tokens,
         }
         tmp = base.with_name(f".{base.name}.json.tmp")
-        tmp.write_text(json.dumps(info) + "\n")
+        try:
+            tmp.write_text(json.dumps(info) + "\n")
+        except OSError as err:
+            _raise_if_no_space(err, base, frames.nbytes)
+            raise
         os.replace(tmp, base.with_suffix(".json"))  # last: its presence means the sample is complete
 
     def close(self) -> None:

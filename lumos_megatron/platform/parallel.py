@@ -59,7 +59,8 @@ def sequence_length_divisor(p: ParallelConfig) -> Tuple[int, str]:
         why.append(f"TP={p.tensor_model_parallel_size} (sequence parallel)")
     if p.context_parallel_size > 1:
         divisor *= 2 * p.context_parallel_size
-        why.append(f"2 x CP={2 * p.context_parallel_size} (load-balanced context parallel)")
+        # Name the configured CP (not 2 x CP): the user looks for that value in the config.
+        why.append(f"2 x CP (CP={p.context_parallel_size}, load-balanced context parallel)")
     return divisor, " x ".join(why)
 
 

@@ -2,7 +2,8 @@
 
 ``train(cfg)`` runs one job in this process: distributed init, parallel groups, model chunks,
 DDP, optimizer, resume from a checkpoint, megatron's forward/backward schedule, reporting,
-periodic/final/on-signal checkpoints and the early-stop decisions (``training.signals``).
+periodic/final/on-signal checkpoints, the early-stop decisions (``training.signals``) and the
+hang watchdog (``training.watchdog``), which ends a stuck run with status 6.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 
 from lumos_megatron.checkpoint.state import TrainProgress
-from lumos_megatron.config.loader import ConfigError, dump_config
+from lumos_megatron.config.loader import ConfigError
 from lumos_megatron.config.validate import check_runtime_support, resolved_train_iters
 from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.data.sources import build_data_streams
@@ -34,31 +35,25 @@ from lumos_megatron.platform.parallel import (
 from lumos_megatron.training.flops import step_flops
 from lumos_megatron.training.gpu_peaks import device_peak_tflops
 from lumos_megatron.training.evaluation import Evaluator
-from lumos_megatron.training.report_reduction import reduce_reports
+from lumos_megatron.training.rank_timing import RankWorkClock
+from lumos_megatron.training.report_reduction import reduce_reports, slowest_rank
 from lumos_megatron.training.feed import DataFeed
 from lumos_megatron.training.optim import attach_schedule_hooks, build_optimizer, build_scheduler, wrap_ddp
 from lumos_megatron.training.reporting import IterationStats, Reporter, peak_memory_gb
 from lumos_megatron.training.signals import StopMonitor, TrainingDiverged
 from lumos_megatron.training.step import forward_step, run_forward_backward
+from lumos_megatron.training.watchdog import HangWatchdog, watchdog_from_config
 from lumos_megatron.vocab import LumosVocab
 
 
 def _checkpoint_hooks(cfg: LumosConfig, parallel_layout, chunks, optimizer, scheduler):
-    """``save(progress)`` for this run (None without ``checkpoint.save``)."""
+    """This run's ``CheckpointSaver`` (None without ``checkpoint.save``): claims the save directory
+    before the first save (a second live run stops here, exit 2)."""
     if not cfg.checkpoint.save:
         return None
-    from lumos_megatron.checkpoint.save import save_checkpoint
-    from lumos_megatron.data.tokenizer_record import with_recorded_tokenizers
+    from lumos_megatron.training.checkpointing import CheckpointSaver
 
-    # The tokenizers go into every checkpoint, so that generation finds them (--load C alone).
-    run_config = dump_config(with_recorded_tokenizers(cfg))
-
-    def save(progress: TrainProgress) -> None:
-        save_checkpoint(cfg.checkpoint.save, progress, chunks, optimizer, scheduler, parallel_layout,
-                        run_config, cfg.train.global_batch_size,
-                        cfg.parallel.use_distributed_optimizer, cfg.checkpoint.keep_last)
-
-    return save
+    return CheckpointSaver(cfg, parallel_layout, chunks, optimizer, scheduler)
 
 
 def _resume(cfg: LumosConfig, parallel_layout, chunks, optimizer, scheduler) -> TrainProgress:
@@ -68,7 +63,8 @@ def _resume(cfg: LumosConfig, parallel_layout, chunks, optimizer, scheduler) -> 
 
         loaded = load_checkpoint(cfg.checkpoint.load, cfg.checkpoint.load_step, chunks, optimizer,
                                  scheduler, parallel_layout, cfg.parallel.use_distributed_optimizer,
-                                 finetune=cfg.checkpoint.finetune)
+                                 finetune=cfg.checkpoint.finetune, verify=cfg.checkpoint.verify,
+                                 fallback=cfg.checkpoint.fallback)
         if loaded is not None:
             return loaded
     return TrainProgress(iteration=0, consumed_samples=0)
@@ -76,10 +72,13 @@ def _resume(cfg: LumosConfig, parallel_layout, chunks, optimizer, scheduler) -> 
 
 def train(cfg: LumosConfig, start_time: Optional[float] = None) -> List[IterationStats]:
     """Train to ``resolved_train_iters(cfg)`` optimizer steps (resuming from ``checkpoint.load``),
-    saving per ``cfg.checkpoint``; returns the stats recorded on the last rank.
+    saving per ``cfg.checkpoint``; returns the last rank's most recent stats (the reporter's
+    bounded window).
 
     Stops early, after saving, on SIGTERM/SIGUSR1 or when ``train.exit_duration_in_mins``
-    (measured from ``start_time``) runs out; raises ``TrainingDiverged`` on a NaN/Inf loss.
+    (measured from ``start_time``) runs out; raises ``TrainingDiverged`` on a NaN/Inf loss. A
+    step (or evaluation, checkpoint load or save) over the hang watchdog's limit ends the process
+    with ``exit_codes.HUNG`` after dumping every thread's stack (``training.watchdog``).
     """
     check_runtime_support(cfg, training=True)
     monitor = StopMonitor(cfg.train.exit_duration_in_mins, start_time).install()
@@ -91,6 +90,15 @@ def train(cfg: LumosConfig, start_time: Optional[float] = None) -> List[Iteratio
 
 def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
     env = init_distributed()
+    # Every rank watches itself: a hung rank leaves the others blocked in a collective.
+    watchdog = watchdog_from_config(cfg.train, dist.get_rank()).start()
+    try:
+        return _run(cfg, env, monitor, watchdog)
+    finally:
+        watchdog.stop()
+
+
+def _run(cfg: LumosConfig, env, monitor: StopMonitor, watchdog: HangWatchdog) -> List[IterationStats]:
     parallel_layout = resolve_layout(cfg, env.world_size)
     initialize_parallel_state(cfg, parallel_layout)
     seed_model_parallel_rng(cfg.train.seed)
@@ -102,7 +110,10 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
     optimizer = build_optimizer(cfg, chunks)
     scheduler = build_scheduler(cfg, optimizer)
     attach_schedule_hooks(transformer_config, chunks, optimizer)
-    progress = _resume(cfg, parallel_layout, chunks, optimizer, scheduler)
+    work_clock = RankWorkClock()
+    work_clock.attach(transformer_config)
+    with watchdog.watching("checkpoint load"):
+        progress = _resume(cfg, parallel_layout, chunks, optimizer, scheduler)
     save = _checkpoint_hooks(cfg, parallel_layout, chunks, optimizer, scheduler)
 
     train_iters = resolved_train_iters(cfg)
@@ -148,7 +159,9 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
     start_iteration = progress.iteration
     saved_at = progress.iteration if cfg.checkpoint.load else None
     for iteration in range(start_iteration, train_iters):
+        watchdog.step_started(iteration + 1)
         start = time.perf_counter()
+        work_clock.start()
         for chunk in chunks:
             chunk.zero_grad_buffer()
         optimizer.zero_grad()
@@ -174,6 +187,10 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
             loss_sum, tokens = float("nan"), 0.0
         lm_loss = loss_sum / max(tokens, 1.0)
         grad_norm = None if grad_norm is None else float(grad_norm)
+        work_clock.stop()
+        # Collective, once per logging window: every rank asks at the same iterations.
+        slowest = (slowest_rank(work_clock.take_window_mean_ms())
+                   if reporter.is_log_iteration(progress.iteration) else None)
         reporter.log(IterationStats(
             iteration=progress.iteration,
             consumed_samples=progress.consumed_samples,
@@ -188,27 +205,38 @@ def _train(cfg: LumosConfig, monitor: StopMonitor) -> List[IterationStats]:
             model_flops=model_flops,
             memory_gb=peak_memory_gb() if reporter.active else 0.0,
             global_batch_size=gbs,
+            slowest_rank=slowest[0] if slowest else None,
+            slowest_rank_ms=slowest[1] if slowest else 0.0,
         ))
         decision = monitor.decide(lm_loss if last_stage else None, grad_norm)
+        watchdog.step_finished()
         if decision.nonfinite:
             reporter.close()
             raise TrainingDiverged(
                 f"lm loss or grad norm is NaN/Inf at iteration {progress.iteration}; stopping without "
                 "saving (lower train.lr, raise warmup, or resume from the last checkpoint)")
         if evaluator is not None and progress.iteration % cfg.train.eval_interval == 0:
-            evaluator.run(progress)
+            with watchdog.watching(f"the evaluation at iteration {progress.iteration}"):
+                evaluator.run(progress)
         interval = cfg.checkpoint.save_interval
-        if save and interval and progress.iteration % interval == 0:
-            save(progress)
-            saved_at = progress.iteration
+        if save and interval and progress.iteration % interval == 0 and not decision.stop:
+            # A failed periodic save is logged and retried at the next interval (CheckpointSaver).
+            with watchdog.watching(f"the checkpoint save at iteration {progress.iteration}"):
+                saved = save.periodic(progress)
+            if saved:
+                saved_at = progress.iteration
         if decision.stop:
             _announce_stop(decision, monitor, progress, cfg, save is not None)
             break
     # As Megatron: no final save of an untrained model, nor of a checkpoint just saved or loaded.
+    # The final and the signal-driven saves are not retried: their failure stops the run.
     if save and progress.iteration not in (0, saved_at):
-        save(progress)
+        with watchdog.watching(f"the final checkpoint save at iteration {progress.iteration}"):
+            save.final(progress)
+    if save:
+        save.close()
     reporter.close()
-    return reporter.history
+    return list(reporter.history)
 
 
 def _announce_stop(decision, monitor: StopMonitor, progress: TrainProgress, cfg: LumosConfig,

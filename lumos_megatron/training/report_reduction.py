@@ -1,8 +1,9 @@
-"""Reduction of the loss function's reports over micro-batches and data-parallel ranks."""
+"""Reduction of the loss function's reports over micro-batches and data-parallel ranks, and of
+each rank's step time over the world (the slowest rank of a logging window)."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -31,3 +32,20 @@ def reduce_reports(loss_reports: List[dict],
             dist.all_reduce(value, group=group)
             totals[key] = value.cpu()
     return totals
+
+
+def slowest_rank(local_ms: float) -> Optional[Tuple[int, float]]:
+    """Collective over the world: (rank, ms) of the largest ``local_ms`` (ties: the lowest rank);
+    None in a single process.
+
+    One all-reduce of a world-sized vector in which each rank fills its own slot: a few KB even
+    at thousands of ranks, called once per logging window rather than per step."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    times = torch.zeros(dist.get_world_size(), dtype=torch.float64, device=device)
+    times[dist.get_rank()] = float(local_ms)
+    dist.all_reduce(times)
+    times = times.cpu()
+    rank = int(torch.argmax(times))  # the first maximum: deterministic on every rank
+    return rank, float(times[rank])

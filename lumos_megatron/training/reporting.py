@@ -1,12 +1,17 @@
-"""Per-iteration reporting: the Megatron-style stdout line and TensorBoard scalars (last rank)."""
+"""Per-iteration reporting: the Megatron-style stdout line and TensorBoard scalars (last rank).
+
+Memory stays bounded however long the run: the reporter keeps only a window of recent
+``IterationStats`` plus running totals for the end-of-training summary.
+"""
 
 from __future__ import annotations
 
 import math
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Deque, Dict, Optional
 
 import torch
 
@@ -33,6 +38,11 @@ class IterationStats:
     """Peak device memory (GPU) or resident set (CPU) of the reporting process, GiB."""
     global_batch_size: int = 0
     """Samples of this step (joint training: the image or video step's); 0 = the run's."""
+    slowest_rank: Optional[int] = None
+    """The rank whose own work took longest over the logging window that ends here (None: not
+    gathered at this iteration, or a single process)."""
+    slowest_rank_ms: float = 0.0
+    """That rank's mean own-work time per step over the window, ms (``training.rank_timing``)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,8 @@ def format_log_line(stats: IterationStats, train_iters: int, global_batch_size: 
                 f" tokens/s/GPU: {rates.tokens_per_s:.1f} |"
                 + (f" MFU: {rates.mfu:.2%} |" if rates.mfu is not None else ""))
     eta = f" ETA: {format_eta(eta_s)} |" if eta_s is not None else ""
+    slowest = (f" slowest rank {stats.slowest_rank} ({stats.slowest_rank_ms:.1f} ms) |"
+               if stats.slowest_rank is not None else "")
     return (
         f" [{stamp}] iteration {stats.iteration:8d}/{train_iters:8d} |"
         f" consumed samples: {stats.consumed_samples:12d} |"
@@ -89,13 +101,24 @@ def format_log_line(stats: IterationStats, train_iters: int, global_batch_size: 
         f" grad norm: {grad} |"
         + (f" mask ratio: {stats.extra['ardf/mask-ratio']:.3f} |" if "ardf/mask-ratio" in stats.extra else "")
         + f" number of skipped iterations: {int(stats.skipped):3d} |"
-        + eta
+        + slowest + eta
     )
+
+
+HISTORY_WINDOW = 100
+"""Iterations ``Reporter.history`` keeps (the newest); older ones only count in the totals."""
+ETA_WINDOW = 20
+"""The ETA extrapolates the mean time of this many recent iterations."""
 
 
 @dataclass
 class Reporter:
-    """Prints and records iteration stats; only the process constructed with ``active`` does."""
+    """Prints and records iteration stats; only the process constructed with ``active`` does.
+
+    ``history`` holds the newest ``history_window`` iterations only: a long run would otherwise
+    keep every iteration's stats (about 1.3 KB each at 7 frames, 130 MB per 100k iterations).
+    The summary printed by ``close`` comes from running totals, so it still covers every
+    iteration logged."""
 
     active: bool
     train_iters: int
@@ -104,14 +127,44 @@ class Reporter:
     tensorboard_dir: Optional[str] = None
     world_size: int = 1
     peak_tflops: Optional[float] = None
-    history: List[IterationStats] = field(default_factory=list)
+    history_window: int = HISTORY_WINDOW
+    history: Deque[IterationStats] = field(init=False, repr=False)
 
     def __post_init__(self):
+        self.history = deque(maxlen=self.history_window)
+        # Running totals of every iteration logged in this process (the summary's numbers).
+        self.count = 0
+        self.total_elapsed_ms = 0.0
+        self.first_loss: Optional[float] = None
+        self.last_loss: Optional[float] = None
+        # Times for the ETA; the first iteration (warm-up, compilation) never enters it.
+        self._recent_ms: Deque[float] = deque(maxlen=ETA_WINDOW)
         self._writer = None
         if self.active and self.tensorboard_dir:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=self.tensorboard_dir, max_queue=1000)
+
+    def is_log_iteration(self, iteration: int) -> bool:
+        """Whether ``iteration`` (1-based) prints a line: every ``log_interval``, and the last.
+        Every rank can ask (the slowest-rank gather at these iterations is collective)."""
+        return iteration % self.log_interval == 0 or iteration == self.train_iters
+
+    def record(self, stats: IterationStats) -> float:
+        """Add ``stats`` to the window and the running totals (no output); returns the ETA in
+        seconds: the iterations left x the mean of the last ``ETA_WINDOW`` (the first iteration
+        only while it is the only one)."""
+        if self.count > 0:
+            self._recent_ms.append(stats.elapsed_ms)
+        self.count += 1
+        self.total_elapsed_ms += stats.elapsed_ms
+        if self.first_loss is None:
+            self.first_loss = stats.lm_loss
+        self.last_loss = stats.lm_loss
+        self.history.append(stats)
+        # Sums at most ETA_WINDOW floats in place: nothing is copied per iteration.
+        recent_ms, n = (sum(self._recent_ms), len(self._recent_ms)) if self._recent_ms else (stats.elapsed_ms, 1)
+        return (self.train_iters - stats.iteration) * recent_ms / n / 1e3
 
     def log(self, stats: IterationStats) -> None:
         """Record one iteration (stdout every ``log_interval``; TensorBoard every iteration).
@@ -119,15 +172,14 @@ class Reporter:
         TensorBoard tags (each also as ``<tag> vs samples``): ``lm loss``, ``learning-rate``,
         ``iteration-time``, ``loss-tokens`` (loss positions of the step), ``tokens`` (tokens the
         step processed, padding included), ``throughput``/``tokens-per-sec-per-gpu``/``mfu`` when
-        FLOPs are counted, ``memory/peak-gb``, ``grad-norm`` and the objective's extras."""
+        FLOPs are counted, ``memory/peak-gb``, ``grad-norm``, ``time/slowest-rank-ms`` and
+        ``time/slowest-rank`` once per logging window (several processes) and the objective's
+        extras."""
         if not self.active:
             return
-        self.history.append(stats)
+        eta_s = self.record(stats)
         rates = throughput(stats, self.world_size, self.peak_tflops)
-        # ETA from the recent mean, skipping the first (warm-up) iteration when there are more.
-        recent = self.history[1:][-20:] or self.history
-        eta_s = (self.train_iters - stats.iteration) * sum(s.elapsed_ms for s in recent) / len(recent) / 1e3
-        if stats.iteration % self.log_interval == 0 or stats.iteration == self.train_iters:
+        if self.is_log_iteration(stats.iteration):
             print(format_log_line(stats, self.train_iters, self.global_batch_size, rates, eta_s), flush=True)
         if self._writer is not None:
             scalars: Dict[str, float] = {"lm loss": stats.lm_loss, "learning-rate": stats.lr,
@@ -145,10 +197,20 @@ class Reporter:
                 scalars["memory/peak-gb"] = stats.memory_gb
             if stats.grad_norm is not None:
                 scalars["grad-norm"] = stats.grad_norm
+            if stats.slowest_rank is not None:
+                scalars["time/slowest-rank-ms"] = stats.slowest_rank_ms
+                scalars["time/slowest-rank"] = stats.slowest_rank
             scalars.update(stats.extra)
             for name, value in scalars.items():
                 self._writer.add_scalar(name, value, stats.iteration)
                 self._writer.add_scalar(f"{name} vs samples", value, stats.consumed_samples)
+
+    def summary_line(self) -> Optional[str]:
+        """The end-of-training summary over every iteration logged (None before the first)."""
+        if not self.count:
+            return None
+        return (f"training summary: {self.count} iterations, lm loss {self.first_loss:.4f} -> "
+                f"{self.last_loss:.4f}, {self.total_elapsed_ms / self.count:.1f} ms/iteration")
 
     def log_evaluation(self, iteration: int, consumed_samples: int, losses: Dict[str, float]) -> None:
         """Megatron's validation block (``lm loss`` value and PPL, plus per-stream losses in
@@ -173,11 +235,9 @@ class Reporter:
         if self._writer is not None:
             self._writer.flush()
             self._writer.close()
-        if self.history:
-            first, last = self.history[0], self.history[-1]
-            mean_ms = sum(s.elapsed_ms for s in self.history) / len(self.history)
-            print(f"training summary: {len(self.history)} iterations, lm loss {first.lm_loss:.4f} -> "
-                  f"{last.lm_loss:.4f}, {mean_ms:.1f} ms/iteration", file=sys.stdout)
+        summary = self.summary_line()
+        if summary is not None:
+            print(summary, file=sys.stdout)
         if self.tensorboard_dir:
             print(f"TensorBoard logs: {self.tensorboard_dir}  (tensorboard --logdir {self.tensorboard_dir})")
         sys.stdout.flush()

@@ -84,10 +84,11 @@ def test_truncated_shard_is_named_and_previous_checkpoint_loads(distopt):
     shard = max((ckpt / "iter_0000004").glob("*.distcp"), key=lambda p: p.stat().st_size)
     with open(shard, "r+b") as f:
         f.truncate(shard.stat().st_size // 2)
-    failed = _train(["--train-iters", "6", *DISTOPT, "--load", str(ckpt)], expect=2)
+    failed = _train(["--train-iters", "6", *DISTOPT, "--load", str(ckpt), "checkpoint.fallback=false"], expect=2)
     assert len(_error_lines(failed)) == 1 and f"checkpoint shard {shard} is truncated" in failed.stderr
     # The previous checkpoint (keep_last = 2) still loads: DistOpt DP=2 -> DP=1. The exit duration
-    # has run out at the first step: save and stop there with status 0.
+    # has run out at the first step: save and stop there with status 0. Loading an earlier step of
+    # the save directory itself is a rewind: latest may move back to the new save.
     tb = distopt["tmp"] / "previous"
     ok = _train(["--train-iters", "6", *DISTOPT, "--load", str(ckpt), "--ckpt-step", "2", "--save", str(ckpt),
                  "--exit-duration-in-mins", "1e-4"], tb=tb)

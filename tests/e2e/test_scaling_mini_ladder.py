@@ -1,5 +1,5 @@
 """The CPU mini scaling ladder end to end (examples/scaling/run_mini_ladder.py --isoflop --smallest):
-make_ladder (two compute budgets) → 7 local training runs with periodic evaluation → collect → fit
+make_ladder (two compute budgets) → 6 local training runs with periodic evaluation → collect → fit
 → report. Checks the path (rows, columns, budgets, files), not the fitted numbers: tiny runs on
 mock classes carry no scaling law. The tokens-per-parameter setting is checked by laying it out."""
 
@@ -27,7 +27,7 @@ def test_mini_ladder_isoflop_smallest_end_to_end(tmp_path):
     ladder = json.loads((out / "ladder.json").read_text())
     names = [r["name"] for r in ladder["runs"]]
     assert {load_recipe(r["recipe"]).data.mock_classes for r in ladder["runs"]} == {32}
-    assert len(names) == 7 and {r["budget"] for r in ladder["runs"]} == {"C=1e+10", "C=3e+10"}
+    assert len(names) == 6 and {r["budget"] for r in ladder["runs"]} == {"C=1e+10", "C=3e+10"}
 
     rows = list(csv.DictReader((out / "runs.csv").open()))
     assert sorted(r["name"] for r in rows) == sorted(names)
@@ -43,7 +43,7 @@ def test_mini_ladder_isoflop_smallest_end_to_end(tmp_path):
     fit = json.loads((out / "fit" / "fit.json").read_text())
     for key in ("E", "A", "B", "alpha", "beta", "ci", "settings", "plots"):
         assert key in fit, key
-    assert fit["settings"]["num_points"] == 7
+    assert fit["settings"]["num_points"] == 6
     assert (fit["settings"]["params_column"], fit["settings"]["size_by"]) == ("params", "non_embedding")
     approach2 = fit["approach2"]
     assert approach2["budget_source"] == "budget column"

@@ -11,6 +11,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -192,6 +193,9 @@ BAD_IMPORTS = {
     "model type": (lambda c, s: None, {"model_type": "llama"}, "model_type 'llama'"),
     "tied embeddings": (lambda c, s: None, {"tie_word_embeddings": True}, "tie_word_embeddings"),
     "vocabulary": (lambda c, s: None, {"vocab_size": 65536}, "--target-vocab-size"),
+    "null rope_theta": (lambda c, s: None, {"rope_theta": None}, "'rope_theta' must be a number > 0, found null"),
+    "string rms_norm_eps": (lambda c, s: None, {"rms_norm_eps": "1e-5"},
+                            "'rms_norm_eps' must be a number > 0, found \"1e-5\""),
 }
 
 
@@ -205,6 +209,68 @@ def test_bad_imports_exit_2_with_one_line(tmp_path, capsys, case):
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("convert.py import-hf: error:") and expected in err[0], err
     assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+BAD_CONFIG_FIELDS = [  # (field, value in config.json, what the one line says)
+    *[(key, value, f"field {key!r} must be a number > 0, found {shown}")
+      for key in ("rope_theta", "rms_norm_eps", "initializer_range")
+      for value, shown in ((None, "null"), ("0.02", '"0.02"'), (True, "true"), (-1.0, "-1.0"), (0, "0"))],
+    ("hidden_size", None, "field 'hidden_size' must be a positive integer, found null"),
+    ("hidden_size", "128", 'field \'hidden_size\' must be a positive integer, found "128"'),
+    ("num_hidden_layers", True, "field 'num_hidden_layers' must be a positive integer, found true"),
+    ("intermediate_size", -256, "field 'intermediate_size' must be a positive integer, found -256"),
+    ("vocab_size", 65600.0, "field 'vocab_size' must be a positive integer, found 65600.0"),
+    ("num_key_value_heads", -2, "field 'num_key_value_heads' must be a positive integer, found -2"),
+    ("num_key_value_heads", 0, "field 'num_key_value_heads' must be a positive integer, found 0"),
+    ("max_position_embeddings", None, "field 'max_position_embeddings' must be a positive integer, found null"),
+    ("max_position_embeddings", "4096", "field 'max_position_embeddings' must be a positive integer"),
+    ("head_dim", "32", "field 'head_dim' must be a positive integer, found \"32\""),
+    ("model_parallel_size", None, "field 'model_parallel_size' must be a positive integer, found null"),
+    ("attention_dropout", None, "field 'attention_dropout' must be a number >= 0 and < 1, found null"),
+    ("attention_dropout", 1.5, "field 'attention_dropout' must be a number >= 0 and < 1, found 1.5"),
+    ("mm_rope", "true", "field 'mm_rope' must be true or false, found \"true\""),
+    ("mm_rope", None, "field 'mm_rope' must be true or false, found null"),
+    ("swin_norm", 0, "field 'swin_norm' must be true or false, found 0"),
+    ("hidden_act", None, 'hidden_act=null (an MLP activation other than SiLU (SwiGLU)) is not supported'),
+]
+
+
+@pytest.mark.parametrize("key, value, expected", BAD_CONFIG_FIELDS,
+                         ids=[f"{k}={v!r}" for k, v, _ in BAD_CONFIG_FIELDS])
+def test_null_or_wrongly_typed_config_fields_are_named(key, value, expected):
+    from lumos_megatron.conversion.errors import ConversionError
+    from lumos_megatron.conversion.hf_config import model_config_from_hf
+
+    with pytest.raises(ConversionError) as err:
+        model_config_from_hf(tiny_official_config(**{key: value}), source="hf/config.json")
+    message = str(err.value)
+    assert message.startswith("hf/config.json: ") and expected in message and "\n" not in message
+
+
+def test_config_fields_hugging_face_allows_as_null_or_absent():
+    from lumos_megatron.conversion.hf_config import model_config_from_hf
+
+    config = tiny_official_config(num_key_value_heads=None, head_dim=None, swin_norm=None, rope_scaling=None)
+    for key in ("rope_theta", "rms_norm_eps", "initializer_range", "max_position_embeddings", "attention_dropout",
+                "model_parallel_size", "mm_rope"):
+        config.pop(key)  # absent: the documented default
+    model = model_config_from_hf(config)
+    assert model.num_query_groups == 4 and model.rope_variant == "1d"
+    assert (model.rotary_base, model.norm_epsilon, model.init_method_std) == (10000.0, 1e-5, 0.02)
+    assert model_config_from_hf(tiny_official_config(rope_theta=500000)).rotary_base == 500000.0  # an int is a number
+
+
+def test_null_config_field_through_the_command_line(tmp_path):
+    hf = _mutated(tmp_path, lambda c, s: None, initializer_range=None)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, str(CONVERT), "import-hf", "--hf-dir", str(hf), "--out",
+                           str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True, timeout=300,
+                          env=env)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0] == (f"convert.py import-hf: error: {hf / 'config.json'}: field 'initializer_range' must be a "
+                        "number > 0, found null")
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_shard_and_non_empty_out(tmp_path, capsys):

@@ -257,6 +257,7 @@ if os.environ.get("FAKE_WAIT_FOR_USR1") == "1":
 save = train[train.index("--save") + 1]
 if rank == 0:
     open(f"{save}/latest_checkpointed_iteration.txt", "w").write(os.environ.get("FAKE_ITER", "10") + "\n")
+sys.exit(int(os.environ.get("FAKE_EXIT", "0")))  # the trainer's exit status (training/exit_codes.py)
 '''
 
 
@@ -352,6 +353,18 @@ def test_srun_sbatch_dry_run(tmp_path, saved_iter, requeued):
     assert train[:2] == ["--config", "examples/recipes/lumos_1b_stage1-image-256p_8gpu_h100_bf16.yaml"]
     parse_cli(train)
     assert (out / "requeued").exists() == requeued
+
+
+@pytest.mark.skipif(BASH is None, reason="needs bash")
+@pytest.mark.parametrize("status, requeued, says", [("6", True, "hang watchdog"), ("4", False, "no space left"),
+                                                    ("5", False, "status 5; not requeueing")])
+def test_launcher_requeues_after_a_hang_but_not_after_a_full_disk(tmp_path, status, requeued, says):
+    env = _dry_env(tmp_path, FAKE_ITER="10", FAKE_EXIT=status)
+    res = subprocess.run([BASH, str(SLURM / "train_srun.sbatch"), "--train-iters", "20"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == int(status), res.stdout + res.stderr
+    assert says in res.stderr
+    assert (Path(env["FAKE_OUT"]) / "requeued").exists() == requeued
 
 
 @pytest.mark.skipif(BASH is None, reason="needs bash")
