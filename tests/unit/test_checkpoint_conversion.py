@@ -325,6 +325,20 @@ def test_inspect_imported_checkpoint(tmp_path, capsys):
     assert summary["size_on_disk_bytes"] > 4 * p["total"]
 
 
+def test_inspect_names_a_missing_common_pt_and_says_when_there_is_no_manifest(tmp_path, capsys):
+    hf, _, _ = _official(tmp_path)
+    assert _convert("import-hf", "--hf-dir", str(hf), "--out", str(tmp_path / "ckpt")) == 0
+    capsys.readouterr()
+    assert inspect_main([str(tmp_path / "ckpt"), "--verify"]) == 0
+    assert "no manifest" in capsys.readouterr().out  # imported: nothing to verify against
+    common = tmp_path / "ckpt" / "iter_0000000" / "common.pt"
+    common.unlink()
+    assert inspect_main([str(tmp_path / "ckpt")]) == 2
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert line == (f"inspect.py: error: {common} is missing: the checkpoint is incomplete; pick another "
+                    "iteration with --iteration N")
+
+
 def test_command_line_contract(tmp_path):
     """The documented commands, as separate processes (the tools directory must not shadow the
     standard library's ``inspect``)."""
