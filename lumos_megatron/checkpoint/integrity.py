@@ -28,6 +28,15 @@ def _read_dcp_metadata(path: Path):
                               earlier_step=True) from None
 
 
+def require_common_file(path: str | Path) -> Path:
+    """``path/common.pt`` (the checkpoint's common state); ``CheckpointError`` naming it when it is
+    missing."""
+    common = Path(path) / "common.pt"
+    if not common.is_file():
+        raise CheckpointError(f"{common} is missing: the checkpoint is incomplete", earlier_step=True)
+    return common
+
+
 def expected_shard_sizes(path: str | Path) -> Dict[str, int]:
     """Minimum size in bytes of every shard file, from the torch_dist (DCP) metadata."""
     metadata = _read_dcp_metadata(Path(path))

@@ -12,7 +12,12 @@ import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
 
 from lumos_megatron.checkpoint.dist_optimizer_fixes import apply_load_fix, prime_empty_state, unshare_steps
-from lumos_megatron.checkpoint.integrity import describe_error, model_shape_problems, verify_shard_files
+from lumos_megatron.checkpoint.integrity import (
+    describe_error,
+    model_shape_problems,
+    require_common_file,
+    verify_shard_files,
+)
 from lumos_megatron.checkpoint.directory import CheckpointError, checkpoint_dir, list_checkpoints, resolve_load
 from lumos_megatron.checkpoint.manifest import verify as verify_manifest
 from lumos_megatron.checkpoint.sharded import (
@@ -65,8 +70,7 @@ def _read_common(path: Path) -> dict:
     from megatron.core import dist_checkpointing
 
     verify_shard_files(path)
-    if not (path / "common.pt").is_file():
-        raise CheckpointError(f"{path / 'common.pt'} is missing: the checkpoint is incomplete", earlier_step=True)
+    require_common_file(path)
     try:
         return dist_checkpointing.load_common_state_dict(str(path))
     except Exception as err:  # a missing/damaged common.pt or metadata.json
@@ -94,8 +98,7 @@ def _problems_everywhere(path: Path, mode: str) -> List[str]:
     problems = verify_manifest(path, mode, dist.get_rank(), dist.get_world_size())
     try:
         verify_shard_files(path)
-        if not (path / "common.pt").is_file():
-            problems.append(f"{path / 'common.pt'} is missing")
+        require_common_file(path)
     except CheckpointError as err:
         problems.append(str(err))
     gathered: List[Optional[List[str]]] = [None] * dist.get_world_size()

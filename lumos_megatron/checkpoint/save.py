@@ -7,7 +7,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple, TypeVar
 
 import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
@@ -16,13 +16,14 @@ from lumos_megatron.checkpoint import directory as ckpt_dir
 from lumos_megatron.checkpoint.dist_optimizer_fixes import prime_empty_state
 from lumos_megatron.checkpoint.directory import CheckpointError, NoSpaceError
 from lumos_megatron.checkpoint.integrity import describe_error
-from lumos_megatron.checkpoint.manifest import checkpoint_files as ckpt_dir_files
-from lumos_megatron.checkpoint.manifest import hash_share, owner_run_id, write_manifest
+from lumos_megatron.checkpoint.manifest import checkpoint_files, hash_share, owner_run_id, write_manifest
 from lumos_megatron.checkpoint.owner import Owner, OwnerConflict, ensure_owner
 from lumos_megatron.platform.disk_space import directory_bytes, free_bytes, gigabytes, is_no_space, no_space_message
 from lumos_megatron.checkpoint.sharded import build_state_dict, save_strategy
 from lumos_megatron.checkpoint.state import TrainProgress, capture_rng_state, common_state
 from lumos_megatron.checkpoint.writer_process import start_writer_results_queue
+
+T = TypeVar("T")
 
 
 def _only_rank_invariant(common):
@@ -31,20 +32,24 @@ def _only_rank_invariant(common):
     return {k: v for k, v in common.items() if k not in ("optimizer", "rng_state")}
 
 
-def _on_rank0(step: Callable[[], None], what: str) -> None:
-    """Run a filesystem step on rank 0 and share its outcome: every rank raises the same
-    ``CheckpointError`` if it failed (a rank-0-only exception would leave the others waiting in
-    the next collective). Doubles as a barrier."""
-    error: Optional[str] = None
+def on_rank0(step: Callable[[], T], what: str) -> T:
+    """Run a filesystem step on rank 0 and share its outcome: every rank returns the step's value,
+    or raises the same error (a ``CheckpointError`` keeps its class; an ``OSError`` becomes
+    ``CheckpointError("cannot WHAT: ...")``). A rank-0-only exception would leave the others
+    waiting in the next collective. Doubles as a barrier."""
+    outcome = [(None, None, None)]
     if dist.get_rank() == 0:
         try:
-            step()
+            outcome = [(step(), None, None)]
+        except CheckpointError as err:
+            outcome = [(None, type(err), str(err))]
         except OSError as err:
-            error = f"cannot {what}: {err}"
-    shared = [error]
-    dist.broadcast_object_list(shared, src=0)
-    if shared[0] is not None:
-        raise CheckpointError(shared[0])
+            outcome = [(None, CheckpointError, f"cannot {what}: {err}")]
+    dist.broadcast_object_list(outcome, src=0)
+    value, kind, message = outcome[0]
+    if kind is not None:
+        raise kind(message)
+    return value
 
 
 def _write_run_config(directory: Path, run_config: str) -> None:
@@ -72,7 +77,7 @@ def warn_if_low_on_space(root: str, last_size: int) -> None:
 def _manifest(tmp: Path, owner_id: str, iteration: int) -> None:
     """Hash every file of the written checkpoint (each rank its share) and write the manifest on
     rank 0. Collective."""
-    names = [ckpt_dir_files(tmp) if dist.get_rank() == 0 else None]
+    names = [checkpoint_files(tmp) if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(names, src=0)
     mine = hash_share(tmp, names[0], dist.get_rank(), dist.get_world_size())
     gathered = [None] * dist.get_world_size()
@@ -113,7 +118,7 @@ def save_checkpoint(root: str, progress: TrainProgress, chunks, optimizer, sched
     last_size = _last_checkpoint_size(root) if dist.get_rank() == 0 else 0
     if dist.get_rank() == 0:
         warn_if_low_on_space(root, last_size)
-    _on_rank0(lambda: ckpt_dir.prepare_temporary(root, progress.iteration, token), f"create {tmp}")
+    on_rank0(lambda: ckpt_dir.prepare_temporary(root, progress.iteration, token), f"create {tmp}")
 
     start_writer_results_queue()
     prime_empty_state(optimizer)  # DistOpt state before the first step (fix (a)); no-op otherwise
@@ -124,7 +129,7 @@ def save_checkpoint(root: str, progress: TrainProgress, chunks, optimizer, sched
     try:
         dist_checkpointing.save(state, str(tmp), sharded_strategy=save_strategy(),
                                 preprocess_common_before_consistancy_check=_only_rank_invariant)
-        _on_rank0(lambda: _write_run_config(tmp, run_config), f"write {tmp / ckpt_dir.RUN_CONFIG_FILE}")
+        on_rank0(lambda: _write_run_config(tmp, run_config), f"write {tmp / ckpt_dir.RUN_CONFIG_FILE}")
         dist.barrier()  # every shard is on disk before it is hashed
         _manifest(tmp, token, progress.iteration)
     except (Exception, CheckpointException) as err:  # e.g. a full disk, on every rank alike
@@ -149,7 +154,7 @@ def save_checkpoint(root: str, progress: TrainProgress, chunks, optimizer, sched
 
     dist.barrier()  # every rank is done before the checkpoint becomes visible
     try:
-        _on_rank0(publish, f"publish checkpoint {final}")
+        on_rank0(publish, f"publish checkpoint {final}")
     except CheckpointError as err:
         if isinstance(err, OwnerConflict):
             raise

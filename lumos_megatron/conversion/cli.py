@@ -22,22 +22,20 @@ def _fail(prog: str, err: Exception) -> int:
 def _need_bytes(args) -> int:
     """About how much the conversion writes: the source safetensors (import), or the model
     tensors of the checkpoint in the written dtype (export)."""
-    from pathlib import Path
+    import torch
 
     from lumos_megatron.platform.disk_space import directory_bytes
 
     try:
         if args.command == "import-hf":
             return sum(directory_bytes(p) for p in Path(args.hf_dir).glob("*.safetensors"))
+        from lumos_megatron.conversion.export_hf import DTYPES
         from lumos_megatron.conversion.inspect_checkpoint import summarize
 
         summary = summarize(args.load, args.iteration)
-        width = {"fp32": 4, "bf16": 2, "fp16": 2}.get(args.dtype or "", 0)
-        stored = summary["dtypes"]
-        if not width:  # as stored: bytes of the stored model tensors
-            sizes = {"float32": 4, "bfloat16": 2, "float16": 2}
-            return sum(n * sizes.get(dtype, 4) for dtype, n in stored.items())
-        return summary["parameters"]["total"] * width
+        if args.dtype:
+            return summary["parameters"]["total"] * DTYPES[args.dtype].itemsize
+        return sum(n * getattr(torch, name).itemsize for name, n in summary["dtypes"].items())
     except Exception:  # only an estimate for the message
         return 0
 

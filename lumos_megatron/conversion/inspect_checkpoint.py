@@ -16,15 +16,13 @@ from typing import Any, Dict, Optional
 import torch
 
 from lumos_megatron.checkpoint.directory import CheckpointError
-from lumos_megatron.checkpoint.integrity import verify_shard_files
+from lumos_megatron.checkpoint.integrity import require_common_file, verify_shard_files
 from lumos_megatron.checkpoint.run_config import read_run_config, resolve_checkpoint_dir
 from lumos_megatron.conversion.torch_dist_io import TorchDistReader
 from lumos_megatron.models.parameter_counts import parameter_group
 
 def _read_common(path: Path) -> Dict[str, Any]:
-    common_file = path / "common.pt"
-    if not common_file.is_file():
-        raise CheckpointError(f"{common_file} is missing: the checkpoint is incomplete", earlier_step=True)
+    common_file = require_common_file(path)
     try:
         return torch.load(common_file, map_location="cpu", weights_only=False)
     except Exception as err:  # a damaged pickle

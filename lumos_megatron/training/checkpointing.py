@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from lumos_megatron.checkpoint.directory import CheckpointError, NoSpaceError, read_latest
 from lumos_megatron.checkpoint.owner import Heartbeat, Owner, OwnerConflict, claim, release
+from lumos_megatron.checkpoint.save import on_rank0
 from lumos_megatron.checkpoint.state import TrainProgress
 from lumos_megatron.config import LumosConfig, dump_config
 
@@ -31,21 +32,8 @@ class SaveFailed(CheckpointError):
 
 def _claim_on_rank0(root: str, stale_after_s: float) -> Tuple[Owner, Optional[Owner]]:
     """Rank 0 claims ``root``; every rank returns the same records or raises the same error."""
-    result = [None]
-    if dist.get_rank() == 0:
-        try:
-            result = [("ok", *claim(root, stale_after_s, warn=lambda m: print(m, flush=True)))]
-        except OwnerConflict as err:
-            result = [("conflict", str(err), None)]
-        except OSError as err:
-            result = [("error", f"cannot claim the save directory {root}: {err}", None)]
-    dist.broadcast_object_list(result, src=0)
-    kind, first, second = result[0]
-    if kind == "conflict":
-        raise OwnerConflict(first)
-    if kind == "error":
-        raise CheckpointError(first)
-    return first, second
+    return on_rank0(lambda: claim(root, stale_after_s, warn=lambda m: print(m, flush=True)),
+                    f"claim the save directory {root}")
 
 
 def _rewind_step(cfg: LumosConfig) -> Optional[int]:

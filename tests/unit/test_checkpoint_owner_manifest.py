@@ -142,3 +142,20 @@ def test_a_full_disk_is_recognised_through_wrappers_and_reported_in_one_line(tmp
     assert is_no_space(ValueError("x"), tmp_path, need=1 << 62)
     message = no_space_message(tmp_path, 2_500_000_000)
     assert message.startswith(f"no space left on {tmp_path}: need about 2.50 GB, ") and message.endswith(" GB free")
+
+
+def test_a_rank0_step_shares_its_value_and_its_error_class(megatron_single_process, tmp_path):
+    from lumos_megatron.checkpoint.directory import CheckpointError
+    from lumos_megatron.checkpoint.save import on_rank0
+
+    assert on_rank0(lambda: 7, "count") == 7
+    me, previous = on_rank0(lambda: claim(tmp_path), "claim")
+    assert previous is None and read_owner(tmp_path) == me
+
+    def conflict():
+        raise OwnerConflict("taken")
+
+    with pytest.raises(OwnerConflict, match="^taken$"):  # publish refusals keep their class
+        on_rank0(conflict, "publish")
+    with pytest.raises(CheckpointError, match="^cannot write x: .*No space"):
+        on_rank0(lambda: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")), "write x")

@@ -118,7 +118,8 @@ def read_runs_csv(path: str | Path, params_column: str = "params",
     if missing:
         raise RunsInputError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(header) or 'none'})")
     values: Dict[str, List[float]] = {name: [] for name in required}
-    text: Dict[str, List[str]] = {name: [] for name in ("flops", "budget", "size_by", "loss_source", "run")}
+    flops: List[float] = []
+    text: Dict[str, List[str]] = {name: [] for name in ("budget", "size_by", "loss_source", "run")}
     lines: List[int] = []
     for index, row in enumerate(rows):
         row = {(k or "").strip(): (v.strip() if isinstance(v, str) else "") for k, v in row.items()}
@@ -127,8 +128,8 @@ def read_runs_csv(path: str | Path, params_column: str = "params",
             continue  # blank line
         for name in required:
             values[name].append(_number(row.get(name, ""), name, line))
-        flops = row.get("flops", "")
-        text["flops"].append("nan" if flops == "" else repr(_number(flops, "flops", line)))
+        cell = row.get("flops", "")
+        flops.append(math.nan if cell == "" else _number(cell, "flops", line))
         for name in ("budget", "size_by", "loss_source", "run"):
             text[name].append(row.get(name, ""))
         lines.append(line)
@@ -152,7 +153,7 @@ def read_runs_csv(path: str | Path, params_column: str = "params",
         run = np.array([ids[name] if name else len(ids) + k for k, name in enumerate(text["run"])])
     return ScalingRuns(np.array(values[params_column]), np.array(values["tokens"]), np.array(values["loss"]),
                        np.array(lines),
-                       flops=np.array([float(v) for v in text["flops"]]) if "flops" in header else None,
+                       flops=np.array(flops) if "flops" in header else None,
                        budget=np.array(text["budget"], dtype=object) if "budget" in header else None,
                        run=run, params_column=params_column, measure=measure, loss_sources=sources)
 

@@ -46,6 +46,7 @@ from lumos_megatron.checkpoint.run_config import read_run_config
 from lumos_megatron.config import ConfigError, LumosConfig, load_recipe
 from lumos_megatron.training.flops import DataLayout, flops_per_token
 from lumos_megatron.models.parameter_counts import parameter_counts
+from lumos_megatron.scaling.ladder.shapes import SIZE_BY
 
 VALIDATION_TAG = "lm loss validation"
 TRAIN_TAG = "lm loss"
@@ -55,7 +56,6 @@ LOSS_TOKENS_TAG = "loss-tokens"
 COLUMNS = ("name", "params", "size_by", "non_embedding_params", "total_params", "tokens", "loss",
            "loss_source", "flops", "budget", "loss_final", "loss_smoothed", "supervised_tokens", "iteration",
            "train_iters", "evaluations", "run", "run_dir")
-SIZE_BY = ("non_embedding", "total")
 
 Series = Dict[int, float]
 
