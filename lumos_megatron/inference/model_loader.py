@@ -83,6 +83,27 @@ class InferenceModel:
                            group=ps.get_pipeline_model_parallel_group())
         return logits
 
+    def close(self, *, barrier: bool = True) -> None:
+        """Release the process groups ``load_model`` created (safe to call twice).
+
+        Call it (or use the model as a context manager) before a multi-rank script exits: a
+        rank that leaves with its gloo/NCCL group alive can abort at interpreter shutdown
+        ("terminate called without an active exception") while another rank is still writing.
+        ``barrier=False`` skips the wait for the other ranks (the context manager's choice when
+        leaving on an exception, which the other ranks may never reach).
+        """
+        from lumos_megatron.platform.distributed import shutdown_distributed
+
+        if barrier and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.barrier()  # every rank finished with the model before any group goes away
+        shutdown_distributed()
+
+    def __enter__(self) -> "InferenceModel":
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.close(barrier=exc_type is None)
+
 
 def _inference_config(cfg: LumosConfig, dtype: torch.dtype, world_size: int, tp: Optional[int], pp: int,
                       attention_backend: Optional[str]) -> LumosConfig:

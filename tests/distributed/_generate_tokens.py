@@ -18,20 +18,20 @@ def main() -> None:
     pp = int(sys.argv[5]) if len(sys.argv) > 5 else 1
     from lumos_megatron.inference import SamplerSettings, VideoRequest, generate_batch, load_model
 
-    model = load_model(ckpt, tensor_parallel_size=int(tp), pipeline_parallel_size=pp)
-    prompts = [[0, 101, 102, 103, 8710], [0, 300, 301, 302, 303, 304, 8710]]
-    requests = [VideoRequest(p, (4, 4), 5, 1, torch.Generator().manual_seed(i)) for i, p in enumerate(prompts)]
-    try:
-        tokens = generate_batch(model, requests, SamplerSettings(steps=4, cfg_scale=15.0, kv_cache=kv_cache == "1"))
-    except ValueError as err:
+    with load_model(ckpt, tensor_parallel_size=int(tp), pipeline_parallel_size=pp) as model:
+        prompts = [[0, 101, 102, 103, 8710], [0, 300, 301, 302, 303, 304, 8710]]
+        requests = [VideoRequest(p, (4, 4), 5, 1, torch.Generator().manual_seed(i)) for i, p in enumerate(prompts)]
+        try:
+            tokens = generate_batch(model, requests, SamplerSettings(steps=4, cfg_scale=15.0, kv_cache=kv_cache == "1"))
+        except ValueError as err:
+            if dist.get_rank() == 0:
+                torch.save({"refused": str(err)}, out_file)
+            return
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, tokens)
+        assert all(t == tokens for t in gathered), "ranks generated different tokens"
         if dist.get_rank() == 0:
-            torch.save({"refused": str(err)}, out_file)
-        return
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, tokens)
-    assert all(t == tokens for t in gathered), "ranks generated different tokens"
-    if dist.get_rank() == 0:
-        torch.save(tokens, out_file)
+            torch.save(tokens, out_file)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,12 @@ def main() -> None:
     ckpt, tokens_file, out_file, tp, pp = sys.argv[1:6]
     from lumos_megatron.inference import load_model
 
-    model = load_model(ckpt, tensor_parallel_size=int(tp), pipeline_parallel_size=int(pp))
-    tokens = torch.load(tokens_file)
-    logits = model.forward_logits(tokens)
-    assert logits.shape == (*tokens.shape, model.vocab.vocab_size), logits.shape
-    if dist.get_rank() == 0:
-        torch.save(logits, out_file)
+    with load_model(ckpt, tensor_parallel_size=int(tp), pipeline_parallel_size=int(pp)) as model:
+        tokens = torch.load(tokens_file)
+        logits = model.forward_logits(tokens)
+        assert logits.shape == (*tokens.shape, model.vocab.vocab_size), logits.shape
+        if dist.get_rank() == 0:
+            torch.save(logits, out_file)
 
 
 if __name__ == "__main__":
