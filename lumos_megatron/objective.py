@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from lumos_megatron.config.schema import LumosConfig
-from lumos_megatron.data.collate import pad_samples
+from lumos_megatron.data.collate import pack_rows, pad_samples, sample_lengths
 from lumos_megatron.losses.reference import visual_rows
 from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
 
@@ -38,6 +38,18 @@ class TargetBatch:
     """[b, s] long: the id each position must predict, ``IGNORE_INDEX`` where none."""
     mask_stats: Optional[torch.Tensor] = None
     """AR-DF: float [masked, maskable] content positions of the batch (for ``ardf/mask-ratio``)."""
+    real_lengths: Optional[List[int]] = None
+    """Tokens of each row before its padding (its sample, or its packed samples)."""
+    documents: Optional[List[List[int]]] = None
+    """Packed rows: the lengths of the samples each row concatenates (None: one sample per row)."""
+
+    def packed(self, seq_length: int, vocab: LumosVocab) -> "TargetBatch":
+        """The rows (one sample each, ``real_lengths`` set) concatenated into one packed row of
+        ``seq_length``: every sample keeps its own targets, so none predicts its neighbour."""
+        lengths = list(self.real_lengths)
+        return TargetBatch(pack_rows(self.tokens, lengths, seq_length, vocab.pad),
+                           pack_rows(self.targets, lengths, seq_length, IGNORE_INDEX),
+                           self.mask_stats, [sum(lengths)], [lengths])
 
 
 def next_token_targets(labels: torch.Tensor) -> torch.Tensor:
@@ -64,11 +76,13 @@ class Objective:
         self.cfg, self.vocab = cfg, vocab
 
     def targets(self, samples: Sequence[Sample], sample_indices: Sequence[int], iteration: int,
-                seq_length: int, number_ids: NumberIds = None) -> TargetBatch:
+                seq_length: int, number_ids: NumberIds = None, packed: bool = False) -> TargetBatch:
         """Unpadded ``(tokens, labels)`` samples of one micro-batch (with their global indices and
-        the training iteration, which key any randomness) → padded :class:`TargetBatch`."""
+        the training iteration, which key any randomness) → padded :class:`TargetBatch`, or with
+        ``packed`` one row of ``seq_length`` holding them all (each transformed as unpacked)."""
         tokens, labels = pad_samples(samples, seq_length, self.vocab, sample_indices)
-        return TargetBatch(tokens, next_token_targets(labels))
+        batch = TargetBatch(tokens, next_token_targets(labels), real_lengths=sample_lengths(samples))
+        return batch.packed(seq_length, self.vocab) if packed else batch
 
     def carries_loss(self, targets: torch.Tensor) -> torch.Tensor:
         """bool [b, s]: the positions whose loss counts."""
@@ -140,14 +154,16 @@ class ARDFObjective(Objective):
         self.max_latent_frames = a.max_latent_frames
         self.report_frames = a.report_frames
 
-    def targets(self, samples, sample_indices, iteration, seq_length, number_ids=None) -> TargetBatch:
+    def targets(self, samples, sample_indices, iteration, seq_length, number_ids=None,
+                packed: bool = False) -> TargetBatch:
         """The official transforms and tube mask (``ardf.ardf_batch``); targets are the
-        unshifted masked labels."""
+        unshifted masked labels. Packed: each sample masked with its own key, as unpacked."""
         from lumos_megatron.ardf import ardf_batch
 
         masked = ardf_batch(samples, sample_indices, iteration, self.cfg, self.vocab, seq_length, number_ids)
         stats = torch.tensor([float(masked.masked.sum()), float(masked.content.sum())])
-        return TargetBatch(masked.tokens, masked.labels, stats)
+        batch = TargetBatch(masked.tokens, masked.labels, stats, real_lengths=masked.lengths)
+        return batch.packed(seq_length, self.vocab) if packed else batch
 
     def carries_loss(self, targets: torch.Tensor) -> torch.Tensor:
         """The masked visual positions (target is a visual id; masked new-lines carry none)."""

@@ -12,7 +12,7 @@ from lumos_megatron.ardf.sample_transforms import cfg_drop_eligible, keep_first_
 from lumos_megatron.ardf.random_keys import PURPOSE_CFG_DROP, PURPOSE_TUBE_MASK, sample_random_key, key_uniform
 from lumos_megatron.ardf.tube_mask import TubeMaskResult, tube_mask_from_keys
 from lumos_megatron.config.schema import LumosConfig
-from lumos_megatron.data.collate import pad_samples
+from lumos_megatron.data.collate import pad_samples, sample_lengths
 from lumos_megatron.tokenizers.text.placeholders import NumberIds, fill_placeholders
 from lumos_megatron.vocab import LumosVocab, unconditional
 
@@ -65,4 +65,6 @@ def ardf_batch(samples: Sequence[Sample], sample_indices: Sequence[int], iterati
                 for (t, l), i in zip(samples, sample_indices)]
     tokens, labels = pad_samples(prepared, seq_length or cfg.data.seq_length, vocab, sample_indices)
     keys = [sample_random_key(cfg.train.seed, iteration, i, PURPOSE_TUBE_MASK) for i in sample_indices]
-    return tube_mask_from_keys(tokens, labels, vocab, keys, cfg.ardf.min_mask_ratio)
+    result = tube_mask_from_keys(tokens, labels, vocab, keys, cfg.ardf.min_mask_ratio)
+    result.lengths = sample_lengths(prepared)
+    return result

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -52,6 +52,8 @@ class TubeMaskResult:
     """[B, L] bool, the content positions (the maskable ones)."""
     ratio: torch.Tensor
     """[B] float32, the drawn mask ratio r of each sample."""
+    lengths: Optional[List[int]] = None
+    """Tokens of each sample before its padding (set by ``ardf.ardf_batch``)."""
 
     def realized_ratio(self) -> tuple[float, float]:
         """(masked positions, content positions) summed over the batch."""

@@ -209,6 +209,22 @@ class DataConfig:
     """Pad each step to the smallest multiple of this that holds its longest sample (capped at
     the stream's seq_length) instead of always to seq_length. Every rank derives the same length
     from the global batch, so pipeline stages agree without shape exchange."""
+    packing: bool = False
+    """Concatenate each step's samples into sequences of at most seq_length tokens (first-fit
+    decreasing), with attention restricted to each sample's own frame-causal mask and MM-RoPE
+    positions restarting per sample, so padding costs nothing: every micro-batch is one packed
+    sequence (train.micro_batch_size must be 1), and the sequences are spread over the
+    data-parallel ranks to balance their work. Losses and gradients equal the unpacked run's."""
+    length_grouped: bool = False
+    """Length-grouped sampling (the official sampler): inside windows of global batch size x
+    length_group_window consecutive samples, sort by length, cut into global batches and shuffle
+    their order by seed, so each step holds samples of similar length. Deterministic; exact resume."""
+    length_group_window: int = 500
+    """Global batches per length-grouping window (the official 500)."""
+    mock_layouts: List[List[int]] = field(default_factory=list)
+    """Mock data of mixed shapes: a list of [latent_frames, H_l, W_l]; each sample draws one
+    (deterministically from the seed and its index; 1 frame = an image). Empty: every sample is
+    mock_frames x mock_grid."""
     mock_frames: int = 2
     """Mock data: latent frames per sample."""
     mock_grid: List[int] = field(default_factory=lambda: [4, 4])

@@ -210,13 +210,17 @@ def _train_data_problems(cfg: LumosConfig) -> List[str]:
             out.append(f"data.mock_grid={d.mock_grid} must be two multiples of 4 (32-px size tokens)")
         if d.mock_frames < 1 or d.mock_text_tokens < 0:
             out.append("data.mock_frames must be >= 1 and data.mock_text_tokens >= 0")
+        for layout in d.mock_layouts:
+            if (len(layout) != 3 or layout[0] < 1 or any(g < 4 or g % 4 for g in layout[1:])):
+                out.append(f"data.mock_layouts entry {layout} must be [latent_frames >= 1, H_l, W_l] "
+                           "with H_l, W_l multiples of 4")
         if d.mock_classes < 0 or (d.mock_classes > 0 and d.mock_text_tokens < 1):
             out.append(f"data.mock_classes={d.mock_classes} must be >= 0, and > 0 needs "
                        "data.mock_text_tokens >= 1 (the class is the first caption token)")
     elif not d.data_path and not d.streaming_manifest:
         out.append("data.data_path is empty, data.streaming_manifest unset and data.mock false: "
                    "nothing to train on")
-    out += _data_plan_problems(cfg)
+    out += _data_plan_problems(cfg) + _packing_problems(cfg)
     c = cfg.checkpoint
     if c.save_interval < 0:
         out.append("checkpoint.save_interval must be >= 0")
@@ -230,6 +234,24 @@ def _train_data_problems(cfg: LumosConfig) -> List[str]:
         out.append("checkpoint.load_step needs checkpoint.load and must be >= 0")
     if cfg.logging.log_interval < 1:
         out.append("logging.log_interval must be >= 1")
+    return out
+
+
+def _packing_problems(cfg: LumosConfig) -> List[str]:
+    """``data.packing`` and ``data.length_grouped`` (``training.packing_plan``)."""
+    d, out = cfg.data, []
+    joint = bool(d.image_data_path) or (d.mock and d.mock_image)
+    if d.length_group_window < 1:
+        out.append(f"data.length_group_window must be >= 1 (got {d.length_group_window})")
+    if not d.packing:
+        return out
+    if cfg.train.micro_batch_size != 1 or (joint and d.image_micro_batch_size != 1):
+        out.append("data.packing makes every micro-batch one packed sequence: set "
+                   "train.micro_batch_size (and data.image_micro_batch_size) to 1")
+    if cfg.parallel.context_parallel_size > 1:
+        out.append("data.packing does not support context parallelism yet (the CP split would have to "
+                   "balance the packed samples' frame-causal work); use context_parallel_size 1 or "
+                   "turn packing off")
     return out
 
 

@@ -1,8 +1,9 @@
-"""Collation of unpadded ``(tokens, labels)`` samples into fixed-length [B, S] batches."""
+"""Collation of unpadded ``(tokens, labels)`` samples into fixed-length [B, S] batches, and of
+padded rows into one packed row (``data.packing``)."""
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 
@@ -24,3 +25,24 @@ def pad_samples(samples: Sequence[Tuple[torch.Tensor, torch.Tensor]], seq_length
         tokens[b, : tok.numel()] = tok
         labels[b, : lab.numel()] = lab
     return tokens, labels
+
+
+def pack_rows(rows: torch.Tensor, lengths: Sequence[int], seq_length: int,
+              fill: int) -> torch.Tensor:
+    """The first ``lengths[b]`` entries of each row of ``rows`` ([B, S] tensors, one per
+    sample), concatenated in order and right-filled with ``fill`` to ``seq_length``: [1, seq_length]."""
+    total = sum(int(n) for n in lengths)
+    if total > seq_length:
+        raise ValueError(f"{len(lengths)} samples of {total} tokens do not fit a packed sequence of "
+                         f"{seq_length}; raise data.seq_length")
+    out = torch.full((1, seq_length), fill, dtype=rows.dtype)
+    start = 0
+    for b, n in enumerate(lengths):
+        out[0, start:start + int(n)] = rows[b, :int(n)]
+        start += int(n)
+    return out
+
+
+def sample_lengths(samples: Sequence[Tuple[torch.Tensor, torch.Tensor]]) -> List[int]:
+    """Token count of each unpadded sample."""
+    return [int(tokens.numel()) for tokens, _ in samples]

@@ -5,13 +5,16 @@ blocks of random visual codes, video end) built by ``build_video_sample``, so ev
 downstream (parser, MM-RoPE positions, frame-causal mask) runs on exactly what real data gives.
 Sample ``i`` depends only on (seed, i): results do not depend on DP size, micro-batching or resume.
 With ``data.mock_classes`` each sample also belongs to a class, named by its first caption token,
-that picks its code distribution (``class_code_weights``).
+that picks its code distribution (``class_code_weights``). With ``data.mock_layouts`` each sample
+also has its own shape, ``[latent_frames, H_l, W_l]`` drawn from the list by its index, so mixed
+resolutions, durations and images can be planned from ``sample_length`` without generating them.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Optional
+import random
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -50,24 +53,40 @@ class MockVideoDataset:
         if self.classes > vocab.text_vocab_size - _TEXT_ID_LOW:
             raise ValueError(f"data.mock_classes={self.classes} needs more caption ids than the "
                              f"{vocab.text_vocab_size - _TEXT_ID_LOW} above {_TEXT_ID_LOW}")
-        self.duration, self.fps = (2, 12) if self.frames > 1 else (1, 1)
-        rows, cols = self.grid
+        self.layouts: List[Tuple[int, int, int]] = (
+            [tuple(int(v) for v in layout) for layout in d.mock_layouts] if frames is None else [])
+        if not self.layouts:
+            self.layouts = [(self.frames, *self.grid)]
         self._code_weights = 1.0 / torch.arange(1, vocab.num_visual_codes + 1, dtype=torch.float64)
-        self._block = block = frame_block_length(rows, cols)
-        self._length = 1 + self.text_tokens + 1 + 3 + self.frames * block + 2
-        if self._length > self.seq_length:
+        longest = max(self._layout_length(layout) for layout in self.layouts)
+        if longest > self.seq_length:
+            frames_, rows, cols = max(self.layouts, key=self._layout_length)
             raise ValueError(
-                f"mock samples need {self._length} tokens ({self.frames} frames of "
+                f"mock samples need up to {longest} tokens ({frames_} frames of "
                 f"{rows}x{cols} latents, {self.text_tokens} text tokens) but data.seq_length is "
                 f"{self.seq_length}; raise data.seq_length or shrink the mock sample"
             )
 
+    def _layout_length(self, layout: Tuple[int, int, int]) -> int:
+        frames, rows, cols = layout
+        return 1 + self.text_tokens + 1 + 3 + frames * frame_block_length(rows, cols) + 2
+
+    def layout(self, index: int) -> Tuple[int, int, int]:
+        """``(latent_frames, H_l, W_l)`` of sample ``index``: the one layout, or with
+        ``data.mock_layouts`` one drawn from (seed, index) alone (a cheap draw: batches are
+        planned from many lengths)."""
+        if len(self.layouts) == 1:
+            return self.layouts[0]
+        pick = random.Random(self.seed * 1_000_003 + int(index) + self._salt + (11 << 52))
+        return self.layouts[pick.randrange(len(self.layouts))]
+
     def sample_length(self, index: int, max_latent_frames: Optional[int] = None) -> int:
-        """Length of every mock sample (no read needed), after keeping the first
+        """Length of mock sample ``index`` (no generation needed), after keeping the first
         ``max_latent_frames`` latent frames when given."""
-        if max_latent_frames is None or self.frames <= max_latent_frames:
-            return self._length
-        return self._length - (self.frames - max_latent_frames) * self._block
+        frames, rows, cols = self.layout(index)
+        if max_latent_frames is not None and frames > max_latent_frames:
+            frames = max_latent_frames
+        return self._layout_length((frames, rows, cols))
 
     def class_code_weights(self, label: int) -> torch.Tensor:
         """Unnormalised code weights of class ``label`` (``data.mock_classes``): the Zipf weights
@@ -80,12 +99,13 @@ class MockVideoDataset:
         text = torch.randint(_TEXT_ID_LOW, self.vocab.text_vocab_size, (self.text_tokens,), generator=gen)
         # Zipf-distributed codes: like real codebook usage, skewed, so a model has something to
         # learn within a few steps (uniform codes would pin the visual loss at log(codebook)).
-        n = self.frames * self.grid[0] * self.grid[1]
+        frames, rows, cols = self.layout(index)
         weights = self._code_weights
         if self.classes:  # drawn after the caption, so the class-free stream is unchanged
             label = int(torch.randint(self.classes, (1,), generator=gen))
             text[0] = _TEXT_ID_LOW + label
             weights = self.class_code_weights(label)
-        codes = torch.multinomial(weights, n, replacement=True, generator=gen)
-        codes = codes.view(self.frames, *self.grid)
-        return build_video_sample(text, codes, self.duration, self.fps, self.vocab)
+        codes = torch.multinomial(weights, frames * rows * cols, replacement=True, generator=gen)
+        codes = codes.view(frames, rows, cols)
+        duration, fps = (2, 12) if frames > 1 else (1, 1)
+        return build_video_sample(text, codes, duration, fps, self.vocab)

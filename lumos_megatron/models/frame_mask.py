@@ -13,9 +13,9 @@ here is strictly per sample.
 
 from __future__ import annotations
 
-import torch
+from typing import Optional, Sequence
 
-from typing import Sequence
+import torch
 
 from lumos_megatron.vocab import LumosVocab, VideoLayout, parse_batch
 
@@ -41,10 +41,12 @@ def segment_ids_from_layouts(layouts: Sequence[VideoLayout], device=None) -> tor
     return seg.to(device or "cpu")
 
 
-def mask_from_segment_ids(segment_ids: torch.Tensor) -> torch.Tensor:
+def mask_from_segment_ids(segment_ids: torch.Tensor, document_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Dense bool mask [B, L, L] (True = query i may attend key j) from segment ids [B, L] or [L].
 
-    ``allowed = (j <= i) | (seg[i] == seg[j] > 0)``.
+    ``allowed = (j <= i) | (seg[i] == seg[j] > 0)``; with ``document_ids`` (packed rows: the
+    sample each position belongs to, segment ids numbered per sample) both terms also need
+    ``doc[i] == doc[j]``, so each sample sees only itself.
     """
     if segment_ids.dim() == 1:
         segment_ids = segment_ids.unsqueeze(0)
@@ -54,20 +56,27 @@ def mask_from_segment_ids(segment_ids: torch.Tensor) -> torch.Tensor:
     causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
     q, k = segment_ids.unsqueeze(2), segment_ids.unsqueeze(1)
     same_frame = (q == k) & (q > 0)
-    return causal.unsqueeze(0) | same_frame
+    allowed = causal.unsqueeze(0) | same_frame
+    if document_ids is not None:
+        docs = document_ids.reshape(segment_ids.shape).to(segment_ids.device)
+        allowed = allowed & (docs.unsqueeze(2) == docs.unsqueeze(1))
+    return allowed
 
 
-def allowed_pairs(segment_ids: torch.Tensor) -> torch.Tensor:
+def allowed_pairs(segment_ids: torch.Tensor, lengths: Optional[Sequence[int]] = None) -> torch.Tensor:
     """float64 [B]: allowed (query, key) pairs of each sample's frame-causal mask, without forming
     it: the causal pairs plus, per frame block of n tokens, the n(n-1)/2 keys after each query
-    inside the block (what the attention FLOPs count)."""
+    inside the block (what the attention FLOPs count). ``lengths`` counts only the first
+    ``lengths[b]`` positions of row b (the sample without its padding)."""
     if segment_ids.dim() == 1:
         segment_ids = segment_ids.unsqueeze(0)
     length = segment_ids.shape[1]
-    pairs = torch.full((segment_ids.shape[0],), length * (length + 1) / 2, dtype=torch.float64)
+    pairs = torch.empty(segment_ids.shape[0], dtype=torch.float64)
     for b, row in enumerate(segment_ids.cpu()):
+        n = length if lengths is None else int(lengths[b])
+        row = row[:n]
         counts = torch.bincount(row[row > 0]).double()
-        pairs[b] += float((counts * (counts - 1) / 2).sum())
+        pairs[b] = n * (n + 1) / 2 + float((counts * (counts - 1) / 2).sum())
     return pairs
 
 

@@ -35,7 +35,8 @@ def assemble_micro_batch(target: TargetBatch, cfg: LumosConfig, vocab: LumosVoca
     ``labels``, ``loss_mask`` and the objective's report inputs (AR-DF: ``frame_index``,
     ``mask_stats``). The pair count is the FLOPs model's input; it stays on the data side.
     """
-    inputs = model_inputs_for(target.tokens, cfg, vocab)
+    inputs = model_inputs_for(target.tokens, cfg, vocab, documents=target.documents,
+                              real_lengths=target.real_lengths)
     batch = {"tokens": target.tokens, "position_ids": inputs.position_ids,
              "attention_mask": inputs.attention_mask, **objective.loss_inputs(target, inputs.segment_ids)}
     return batch, float(inputs.attention_pairs.sum())

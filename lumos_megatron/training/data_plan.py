@@ -77,6 +77,9 @@ class SampleSchedule:
     base_samples: Optional[Mapping[str, int]] = None
     """Samples of each stream consumed before ``base_iteration`` (from the checkpoint; a resumed
     run may use other batch sizes and still continue where the data left off)."""
+    orders: Optional[Mapping[str, object]] = None
+    """Per stream, a ``data.length_grouping.LengthGroupedOrder`` that reorders each global batch's
+    positions (``data.length_grouped``); None or a missing stream: positions are sample indices."""
 
     def samples_before(self, name: str, iteration: int) -> int:
         """Samples of stream ``name`` consumed before (0-based) ``iteration``."""
@@ -90,13 +93,19 @@ class SampleSchedule:
     def indices(self, iteration: int, micro: int, dp_rank: int) -> List[int]:
         """Stream sample indices of one micro-batch (iteration is 0-based, >= base_iteration)."""
         s = self.plan.stream_at(iteration)
-        start = self._start(iteration) + micro * s.micro_batch_size * self.dp_size + dp_rank * s.micro_batch_size
-        return list(range(start, start + s.micro_batch_size))
+        start = micro * s.micro_batch_size * self.dp_size + dp_rank * s.micro_batch_size
+        return self.global_indices(iteration)[start:start + s.micro_batch_size]
 
     def global_indices(self, iteration: int) -> List[int]:
-        """All stream sample indices of the step (every DP rank's)."""
+        """All stream sample indices of the step (every DP rank's), in Megatron's order: DP
+        rank ``d`` of micro-batch round ``m`` takes the ``(m * DP + d)``-th block of
+        ``micro_batch_size``. With length grouping, the step's window batch, shortest first."""
+        stream = self.plan.stream_at(iteration)
         start = self._start(iteration)
-        return list(range(start, start + self.plan.stream_at(iteration).global_batch_size))
+        order = (self.orders or {}).get(stream.name)
+        if order is not None:
+            return order.batch(start)
+        return list(range(start, start + stream.global_batch_size))
 
 
 def step_seq_length(stream: StreamBatching, source, indices: List[int], multiple: Optional[int],

@@ -85,6 +85,14 @@ def step_flops(cfg: LumosConfig, tokens: float, pairs: float, loss_rows: float) 
     return StepFlops(dense, attention, lm_head)
 
 
+def work_weights(cfg: LumosConfig) -> Tuple[float, float]:
+    """(model FLOPs per token through the dense layers, per allowed attention pair): what
+    balancing packed sequences over data-parallel ranks weighs tokens and pairs by."""
+    per_token = step_flops(cfg, 1.0, 0.0, 0.0)
+    per_pair = step_flops(cfg, 0.0, 1.0, 0.0)
+    return per_token.dense, per_pair.attention
+
+
 # Caption ids of the representative sample: plain text ids, above the reserved range (as mock data).
 _TEXT_ID = 10000
 
@@ -121,6 +129,11 @@ class DataLayout:
 def representative_sample(cfg: LumosConfig, layout: DataLayout) -> torch.Tensor:
     """[1, L] tokens of one sample of ``layout`` (frames dropped as AR-DF does), right-padded to the
     length the trainer pads it to. ValueError when it does not fit ``data.seq_length``."""
+    return _representative(cfg, layout)[0]
+
+
+def _representative(cfg: LumosConfig, layout: DataLayout) -> Tuple[torch.Tensor, int]:
+    """(:func:`representative_sample`, its length before padding)."""
     vocab = LumosVocab(vocab_size=cfg.model.vocab_size)
     frames = layout.frames
     kept = build_objective(cfg, vocab).max_latent_frames
@@ -140,7 +153,7 @@ def representative_sample(cfg: LumosConfig, layout: DataLayout) -> torch.Tensor:
                              cfg.data.pad_to_multiple, None, sequence_length_divisor(cfg.parallel)[0])
     padded = torch.full((1, length), vocab.pad, dtype=torch.long)
     padded[0, : tokens.numel()] = tokens
-    return padded
+    return padded, tokens.numel()
 
 
 def padded_length(cfg: LumosConfig, layout: DataLayout) -> int:
@@ -159,14 +172,15 @@ def expected_loss_rows(cfg: LumosConfig, layout: DataLayout) -> float:
 
 def flops_per_token(cfg: LumosConfig, layout: Optional[DataLayout] = None) -> StepFlops:
     """Model FLOPs (forward + backward) per training token of ``cfg`` on ``layout`` (default: the
-    mock layout of ``cfg``; padded positions included, as the trainer counts tokens), by part:
-    ``step_flops`` on one representative sample, divided by its length."""
+    mock layout of ``cfg``), by part: ``step_flops`` of one representative sample's own tokens and
+    pairs (model work leaves padding out, as the trainer counts it), divided by its padded length
+    (tokens are counted with padding, as the trainer's ``tokens``)."""
     layout = layout or DataLayout.from_mock(cfg)
-    tokens = representative_sample(cfg, layout)
-    pairs = float(allowed_pairs(frame_segment_ids(tokens, LumosVocab(vocab_size=cfg.model.vocab_size))).sum())
-    length = tokens.shape[1]
-    step = step_flops(cfg, float(length), pairs, expected_loss_rows(cfg, layout))
-    return step.per_token(length)
+    tokens, real = _representative(cfg, layout)
+    segments = frame_segment_ids(tokens, LumosVocab(vocab_size=cfg.model.vocab_size))
+    pairs = float(allowed_pairs(segments, [real]).sum())
+    step = step_flops(cfg, float(real), pairs, expected_loss_rows(cfg, layout))
+    return step.per_token(tokens.shape[1])
 
 
 def training_flops(cfg: LumosConfig, tokens: float, layout: Optional[DataLayout] = None) -> float:

@@ -177,12 +177,15 @@ def _run(cfg: LumosConfig, env, monitor: StopMonitor, watchdog: HangWatchdog) ->
         model_flops = 0.0
         if last_stage:
             # Every CP rank of a group builds the same whole samples: CP rank 0 counts their pairs.
-            pairs = step.attention_pairs if cp_rank == 0 else 0.0
-            totals = reduce_reports(reports, {"attention pairs": pairs})
+            pairs, real = (step.attention_pairs, step.real_tokens) if cp_rank == 0 else (0.0, 0.0)
+            totals = reduce_reports(reports, {"attention pairs": pairs, "real tokens": real})
             loss_sum, tokens = totals["lm loss"].tolist()
             extra = objective.scalars(totals)
-            model_flops = step_flops(cfg, gbs * step.seq_length, float(totals["attention pairs"]),
-                                     tokens).total
+            real_tokens = float(totals["real tokens"])
+            extra["data/padding-fraction"] = 1.0 - real_tokens / max(step.computed_tokens, 1)
+            extra["data/dp-imbalance"] = step.layout.dp_imbalance
+            # Model FLOPs count the samples' own tokens and pairs: padding is not model work.
+            model_flops = step_flops(cfg, real_tokens, float(totals["attention pairs"]), tokens).total
         else:
             loss_sum, tokens = float("nan"), 0.0
         lm_loss = loss_sum / max(tokens, 1.0)
@@ -201,7 +204,7 @@ def _run(cfg: LumosConfig, env, monitor: StopMonitor, watchdog: HangWatchdog) ->
             grad_norm=grad_norm,
             skipped=not update_ok,
             extra=extra,
-            tokens=gbs * step.seq_length,
+            tokens=step.computed_tokens,
             model_flops=model_flops,
             memory_gb=peak_memory_gb() if reporter.active else 0.0,
             global_batch_size=gbs,

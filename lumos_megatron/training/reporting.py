@@ -31,7 +31,8 @@ class IterationStats:
     extra: Dict[str, float] = field(default_factory=dict)
     """Further TensorBoard scalars by name (``loss/frame_k``, ``ardf/mask-ratio``)."""
     tokens: int = 0
-    """Tokens processed by the whole step (global batch x sequence length)."""
+    """Tokens computed by the whole step, padding included (padded rows x their length, or the
+    packed sequences' lengths)."""
     model_flops: float = 0.0
     """Model FLOPs of the whole step (``training.flops.step_flops``), 0 when not counted."""
     memory_gb: float = 0.0
@@ -100,6 +101,8 @@ def format_log_line(stats: IterationStats, train_iters: int, global_batch_size: 
         f" loss tokens: {stats.loss_tokens:8d} |"
         f" grad norm: {grad} |"
         + (f" mask ratio: {stats.extra['ardf/mask-ratio']:.3f} |" if "ardf/mask-ratio" in stats.extra else "")
+        + (f" padding: {stats.extra['data/padding-fraction']:.1%} |" if "data/padding-fraction" in stats.extra else "")
+        + (f" DP imbalance: {stats.extra['data/dp-imbalance']:.3f} |" if "data/dp-imbalance" in stats.extra else "")
         + f" number of skipped iterations: {int(stats.skipped):3d} |"
         + slowest + eta
     )
@@ -171,7 +174,8 @@ class Reporter:
 
         TensorBoard tags (each also as ``<tag> vs samples``): ``lm loss``, ``learning-rate``,
         ``iteration-time``, ``loss-tokens`` (loss positions of the step), ``tokens`` (tokens the
-        step processed, padding included), ``throughput``/``tokens-per-sec-per-gpu``/``mfu`` when
+        step computed, padding included; ``data/padding-fraction`` says how much of it was padding and
+        ``data/dp-imbalance`` the max / mean of the DP ranks' planned work), ``throughput``/``tokens-per-sec-per-gpu``/``mfu`` when
         FLOPs are counted, ``memory/peak-gb``, ``grad-norm``, ``time/slowest-rank-ms`` and
         ``time/slowest-rank`` once per logging window (several processes) and the objective's
         extras."""

@@ -148,11 +148,15 @@ def test_workload():
         seg[k * n:(k + 1) * n] = k + 1
     assert work.pairs == pytest.approx(48 * float(allowed_pairs(seg)[0]))
     assert work.tokens == 48 * 32768
-    # Mock data: the trainer's own sample (the tiny one pads to seq_length, as the worst case).
+    # Mock data: the trainer's own sample, padded to seq_length as the worst case. The planner
+    # counts the padding as executed work; the model FLOPs per token (flops_per_token) do not.
     tiny = _tiny()
     w = step_workload(tiny)
-    per_token = step_flops(tiny, w.tokens, w.pairs, w.loss_rows).total / w.tokens
-    assert per_token == pytest.approx(flops_per_token(tiny).total)
+    assert w.tokens == tiny.train.global_batch_size * tiny.data.seq_length
+    per_token = step_flops(tiny, w.tokens, w.pairs, w.loss_rows)
+    model = flops_per_token(tiny)
+    assert per_token.lm_head / w.tokens == pytest.approx(model.lm_head)
+    assert per_token.dense / w.tokens > model.dense and per_token.attention / w.tokens > model.attention
 
 
 def test_more_tp_less_compute_more_comm():

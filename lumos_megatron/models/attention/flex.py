@@ -76,15 +76,23 @@ def _compiled_create_block_mask() -> Callable:
     return _COMPILED_CREATE_BLOCK_MASK
 
 
-def frame_causal_mask_mod(segment_ids: torch.Tensor) -> Callable:
-    """FlexAttention ``mask_mod(b, h, q_idx, kv_idx)`` for segment ids [B, L] (True = allowed)."""
+def frame_causal_mask_mod(segment_ids: torch.Tensor, document_ids: Optional[torch.Tensor] = None) -> Callable:
+    """FlexAttention ``mask_mod(b, h, q_idx, kv_idx)`` for segment ids [B, L] (True = allowed);
+    with ``document_ids`` [B, L] (packed rows) only pairs inside one sample (torchtitan's
+    ``and_masks(document, ...)`` pattern, written as one function)."""
 
     def mask_mod(b, h, q_idx, kv_idx):
         seg_q = segment_ids[b, q_idx]
         seg_kv = segment_ids[b, kv_idx]
         return (kv_idx <= q_idx) | ((seg_q == seg_kv) & (seg_q > 0))
 
-    return mask_mod
+    if document_ids is None:
+        return mask_mod
+
+    def packed_mask_mod(b, h, q_idx, kv_idx):
+        return mask_mod(b, h, q_idx, kv_idx) & (document_ids[b, q_idx] == document_ids[b, kv_idx])
+
+    return packed_mask_mod
 
 
 class FrameCausalBlockMask(BlockMask):
@@ -98,14 +106,18 @@ class FrameCausalBlockMask(BlockMask):
     Everything else is a plain ``BlockMask`` (``isinstance`` checks, ``to_dense``, ...).
     """
 
-    def __init__(self, *args, segment_ids: Optional[torch.Tensor] = None, **kwargs):
+    def __init__(self, *args, segment_ids: Optional[torch.Tensor] = None,
+                 document_ids: Optional[torch.Tensor] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.segment_ids = segment_ids
+        self.document_ids = document_ids
 
     @classmethod
-    def wrap(cls, block_mask: BlockMask, segment_ids: torch.Tensor) -> "FrameCausalBlockMask":
-        """Re-type ``block_mask`` (built from ``segment_ids``) without copying its tensors."""
-        return cls(segment_ids=segment_ids, **_block_mask_fields(block_mask))
+    def wrap(cls, block_mask: BlockMask, segment_ids: torch.Tensor,
+             document_ids: Optional[torch.Tensor] = None) -> "FrameCausalBlockMask":
+        """Re-type ``block_mask`` (built from ``segment_ids``, and ``document_ids`` for packed
+        rows) without copying its tensors."""
+        return cls(segment_ids=segment_ids, document_ids=document_ids, **_block_mask_fields(block_mask))
 
     def to(self, device, non_blocking: bool = False) -> "FrameCausalBlockMask":
         """Block tables, segment ids and the ``mask_mod`` closure, all on ``device``."""
@@ -113,11 +125,13 @@ class FrameCausalBlockMask(BlockMask):
         for name in self._TENSOR_ATTRS:
             if isinstance(fields[name], torch.Tensor):
                 fields[name] = fields[name].to(device, non_blocking=non_blocking)
-        segment_ids = self.segment_ids
+        segment_ids, document_ids = self.segment_ids, self.document_ids
+        if document_ids is not None:
+            document_ids = document_ids.to(device, non_blocking=non_blocking)
         if segment_ids is not None:
             segment_ids = segment_ids.to(device, non_blocking=non_blocking)
-            fields["mask_mod"] = frame_causal_mask_mod(segment_ids)
-        return FrameCausalBlockMask(segment_ids=segment_ids, **fields)
+            fields["mask_mod"] = frame_causal_mask_mod(segment_ids, document_ids)
+        return FrameCausalBlockMask(segment_ids=segment_ids, document_ids=document_ids, **fields)
 
     def as_block_mask(self) -> BlockMask:
         """The same mask as a plain ``BlockMask`` (what ``torch.compile`` is tested against)."""
@@ -131,7 +145,8 @@ def _block_mask_fields(block_mask: BlockMask) -> dict:
 
 
 def build_frame_causal_block_mask(
-    segment_ids: torch.Tensor, block_size: int = 128, compile: Optional[bool] = None
+    segment_ids: torch.Tensor, block_size: int = 128, compile: Optional[bool] = None,
+    document_ids: Optional[torch.Tensor] = None,
 ) -> FrameCausalBlockMask:
     """Frame-causal :class:`BlockMask` from segment ids [B, L] (or [L] → B = 1), on their device.
 
@@ -146,6 +161,8 @@ def build_frame_causal_block_mask(
     torch's builder produces. ``compile`` True / False builds them with torch's
     ``create_block_mask`` instead, compiled / eager (the eager one materialises the dense mask:
     1 GB and ~30 s of one CPU core per 32k-token sample); tests compare the three.
+    ``document_ids`` [B, L] (packed rows, non-decreasing along each row) also confines every
+    pair to one sample.
     """
     if segment_ids.dim() == 1:
         segment_ids = segment_ids.unsqueeze(0)
@@ -159,17 +176,17 @@ def build_frame_causal_block_mask(
     if compile is None:
         from lumos_megatron.models.attention.frame_block_tables import frame_causal_tile_classes, ordered_blocks
 
-        partial, full = frame_causal_tile_classes(segment_ids, block_size)
+        partial, full = frame_causal_tile_classes(segment_ids, block_size, document_ids)
         block_mask = BlockMask.from_kv_blocks(
             *ordered_blocks(partial), *ordered_blocks(full), BLOCK_SIZE=(block_size, block_size),
-            mask_mod=frame_causal_mask_mod(segment_ids), seq_lengths=(length, length))
-        return FrameCausalBlockMask.wrap(block_mask, segment_ids)
+            mask_mod=frame_causal_mask_mod(segment_ids, document_ids), seq_lengths=(length, length))
+        return FrameCausalBlockMask.wrap(block_mask, segment_ids, document_ids)
     builder = _compiled_create_block_mask() if compile else create_block_mask
     block_mask = builder(
-        frame_causal_mask_mod(segment_ids), batch, None, length, length,
+        frame_causal_mask_mod(segment_ids, document_ids), batch, None, length, length,
         device=segment_ids.device, BLOCK_SIZE=block_size,
     )
-    return FrameCausalBlockMask.wrap(block_mask, segment_ids)
+    return FrameCausalBlockMask.wrap(block_mask, segment_ids, document_ids)
 
 
 def block_mask_stats(block_mask: BlockMask) -> Dict[str, float]:

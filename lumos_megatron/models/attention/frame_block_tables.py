@@ -12,6 +12,10 @@ facts about its two blocks, so the tables here cost ``O(L x frames + (L / block)
 - a key block entirely after the query block: a pair is allowed only inside one frame, so the
   tile is empty unless the blocks share a frame, and full only if both are that one frame.
 
+Packed rows add document ids (non-decreasing along the row): frames are then told apart by
+(document, frame), and a key block before the query block is allowed only if the two share a
+document (its last document is the query block's first), full only if both are that one document.
+
 Tiles that reach past ``L`` (the last block when ``L`` is not a multiple of the block size) are
 never full, because torch pads the dense mask with False there. The result is the same
 ``(partial, full)`` classification, in the same order, as ``create_block_mask`` of the same
@@ -20,19 +24,24 @@ never full, because torch pads the dense mask with False there. The result is th
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 
-def frame_causal_tile_classes(segment_ids: torch.Tensor, block_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def frame_causal_tile_classes(segment_ids: torch.Tensor, block_size: int,
+                              document_ids: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(partial, full)`` int8 ``[B, 1, n, n]`` tile tables of the frame-causal mask of
-    ``segment_ids [B, L]`` with square tiles of ``block_size`` (``n = ceil(L / block_size)``)."""
+    ``segment_ids [B, L]`` (and ``document_ids [B, L]`` for packed rows) with square tiles of
+    ``block_size`` (``n = ceil(L / block_size)``)."""
     batch, length = segment_ids.shape
     device = segment_ids.device
     n = -(-length // block_size)
     pad = n * block_size - length
+    if document_ids is not None:  # one id per (document, frame): frames of two samples never match
+        stride = int(segment_ids.max()) + 1 if segment_ids.numel() else 1
+        segment_ids = torch.where(segment_ids > 0, document_ids * stride + segment_ids, segment_ids)
     seg = F.pad(segment_ids, (0, pad), value=-1).view(batch, n, block_size)
     padded = torch.zeros(n, dtype=torch.bool, device=device)
     padded[-1] = pad > 0
@@ -54,6 +63,15 @@ def frame_causal_tile_classes(segment_ids: torch.Tensor, block_size: int) -> Tup
             | (diagonal & diagonal_full.unsqueeze(2))
             | (after & same_frame))
     allowed = before | diagonal | (after & shared)
+    if document_ids is not None:
+        starts = torch.arange(n, device=device) * block_size
+        first_doc = document_ids[:, starts]
+        last_doc = document_ids[:, torch.clamp(starts + block_size, max=length) - 1]
+        one_doc = first_doc == last_doc
+        shares_doc = last_doc.unsqueeze(1) == first_doc.unsqueeze(2)  # [B, q, k]: key block's last = query's first
+        same_doc = one_doc.unsqueeze(2) & one_doc.unsqueeze(1) & (first_doc.unsqueeze(2) == first_doc.unsqueeze(1))
+        allowed = allowed & (~before | shares_doc)
+        full = full & (~before | same_doc)
     partial = allowed & ~full
     return partial.unsqueeze(1).to(torch.int8), full.unsqueeze(1).to(torch.int8)
 

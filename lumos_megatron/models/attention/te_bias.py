@@ -53,10 +53,11 @@ def masked_bias_value(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).min
 
 
-def frame_causal_attention_bias(segment_ids: torch.Tensor,
-                                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Additive frame-causal bias [B, 1, L, L] from segment ids [B, L]: 0 allowed, finfo.min masked."""
-    allowed = mask_from_segment_ids(segment_ids).unsqueeze(1)
+def frame_causal_attention_bias(segment_ids: torch.Tensor, dtype: torch.dtype = torch.float32,
+                                document_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Additive frame-causal bias [B, 1, L, L] from segment ids [B, L] (and, for packed rows,
+    document ids): 0 allowed, finfo.min masked."""
+    allowed = mask_from_segment_ids(segment_ids, document_ids).unsqueeze(1)
     bias = torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device)
     return bias.masked_fill_(~allowed, masked_bias_value(dtype))
 

@@ -43,8 +43,9 @@ class AttentionBackend:
     core_attention: str
     """``"module:Class"`` of megatron's ``core_attention`` module in our layer spec."""
     build_mask: Callable[..., Any]
-    """``build_mask(segment_ids [b, s] long, dtype) -> mask``: the form the core attention takes as
-    ``attention_mask``, built once per micro-batch on the data side from frame segment ids."""
+    """``build_mask(segment_ids [b, s] long, dtype, document_ids=None) -> mask``: the form the core
+    attention takes as ``attention_mask``, built once per micro-batch on the data side from frame
+    segment ids; ``document_ids`` (packed rows) restricts attention to each sample's own tokens."""
     mask_on_accelerator: bool = False
     """Build the mask on the current CUDA device (when there is one) instead of where the segment
     ids are: for masks that are large (an L x L bias) or cheap only on the GPU (a compiled

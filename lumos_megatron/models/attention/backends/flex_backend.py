@@ -10,11 +10,11 @@ from typing import Optional
 from lumos_megatron.models.attention.backends import AttentionBackend
 
 
-def block_mask(segment_ids, dtype=None):
+def block_mask(segment_ids, dtype=None, document_ids=None):
     """A ``FrameCausalBlockMask`` (a BlockMask whose ``.to`` also moves its segment ids)."""
     from lumos_megatron.models.attention.flex import build_frame_causal_block_mask
 
-    return build_frame_causal_block_mask(segment_ids)
+    return build_frame_causal_block_mask(segment_ids, document_ids=document_ids)
 
 
 def runtime_problem(training: bool) -> Optional[str]:

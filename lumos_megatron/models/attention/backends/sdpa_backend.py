@@ -7,11 +7,11 @@ parallelism runs on (the all-gather-KV CP attention is SDPA-based).
 from lumos_megatron.models.attention.backends import AttentionBackend
 
 
-def dense_mask(segment_ids, dtype=None):
+def dense_mask(segment_ids, dtype=None, document_ids=None):
     """Megatron's convention: bool [b, 1, s, s], True = masked out."""
     from lumos_megatron.models.frame_mask import mask_from_segment_ids
 
-    return (~mask_from_segment_ids(segment_ids)).unsqueeze(1)
+    return (~mask_from_segment_ids(segment_ids, document_ids)).unsqueeze(1)
 
 
 BACKEND = AttentionBackend(

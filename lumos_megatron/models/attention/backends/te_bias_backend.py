@@ -9,13 +9,13 @@ from typing import Optional
 from lumos_megatron.models.attention.backends import AttentionBackend
 
 
-def additive_bias(segment_ids, dtype=None):
+def additive_bias(segment_ids, dtype=None, document_ids=None):
     """Additive bias [b, 1, s, s] in ``dtype``: 0 allowed, ``finfo(dtype).min`` masked."""
     import torch
 
     from lumos_megatron.models.attention.te_bias import frame_causal_attention_bias
 
-    return frame_causal_attention_bias(segment_ids, dtype or torch.float32)
+    return frame_causal_attention_bias(segment_ids, dtype or torch.float32, document_ids)
 
 
 def transformer_engine_problem(training: bool = True) -> Optional[str]:

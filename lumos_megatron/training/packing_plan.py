@@ -1,0 +1,87 @@
+"""Packing a step's samples into sequences and spreading the sequences over data-parallel ranks.
+
+Pure functions of sample lengths (from the index: no token reads), so every rank plans the same
+step without communication:
+
+* :func:`first_fit_decreasing`: samples, longest first, each into the first sequence with room
+  (``capacity`` tokens), a new sequence when none has;
+* :func:`split_to_count`: sequences split until there are at least as many as data-parallel
+  ranks (every rank needs one micro-batch);
+* :func:`balance`: sequences to ranks, largest cost first onto the rank with the least work so
+  far (LPT), which keeps the spread of work across ranks small;
+* :func:`sequence_cost`: a sequence's work in model FLOPs: its tokens through the dense layers
+  plus its allowed attention pairs (estimated per sample as the causal triangle), so a rank
+  holding one long sample and a rank holding many short ones of the same total are told apart.
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence
+
+
+def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> List[List[int]]:
+    """Positions into ``lengths`` grouped into sequences of at most ``capacity`` tokens; within a
+    sequence, positions keep the order they were placed in (longest first). Ties by position,
+    so the result is deterministic. A length above ``capacity`` raises ValueError."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    packs: List[List[int]] = []
+    room: List[int] = []
+    for i in order:
+        if lengths[i] > capacity:
+            raise ValueError(f"a sample of {lengths[i]} tokens does not fit a packed sequence of "
+                             f"{capacity} (data.seq_length)")
+        for p, free in enumerate(room):
+            if lengths[i] <= free:
+                packs[p].append(i)
+                room[p] -= lengths[i]
+                break
+        else:
+            packs.append([i])
+            room.append(capacity - lengths[i])
+    return packs
+
+
+def split_to_count(packs: List[List[int]], count: int) -> List[List[int]]:
+    """``packs`` with the one holding most samples split in two (first half, second half) until
+    there are at least ``count``; ValueError when there are fewer samples than ``count``."""
+    packs = [list(p) for p in packs]
+    while len(packs) < count:
+        largest = max(range(len(packs)), key=lambda p: (len(packs[p]), -p))
+        if len(packs[largest]) < 2:
+            raise ValueError(f"{sum(map(len, packs))} samples cannot give {count} data-parallel "
+                             "ranks one sequence each")
+        pack = packs.pop(largest)
+        half = len(pack) // 2
+        packs[largest:largest] = [pack[:half], pack[half:]]
+    return packs
+
+
+def sequence_cost(lengths: Sequence[int], flops_per_token: float, flops_per_pair: float) -> float:
+    """Model FLOPs of one packed sequence of samples with ``lengths``: dense work per token plus
+    attention work per allowed pair, the pairs estimated as each sample's causal triangle
+    (the frame blocks add a few percent, alike for samples of one layout)."""
+    tokens = sum(lengths)
+    pairs = sum(n * (n + 1) / 2 for n in lengths)
+    return flops_per_token * tokens + flops_per_pair * pairs
+
+
+def balance(costs: Sequence[float], ranks: int) -> List[List[int]]:
+    """Positions into ``costs`` for each of ``ranks`` ranks: largest first, each to the rank with
+    the least total so far (ties: fewer sequences, then lower rank). Every rank gets at least
+    one when ``len(costs) >= ranks``."""
+    if ranks < 1:
+        raise ValueError(f"ranks must be >= 1 (got {ranks})")
+    out: List[List[int]] = [[] for _ in range(ranks)]
+    load = [0.0] * ranks
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        # An empty rank first: a rank without a micro-batch cannot take part in the step.
+        r = min(range(ranks), key=lambda r: (bool(out[r]), load[r], len(out[r]), r))
+        out[r].append(i)
+        load[r] += costs[i]
+    return out
+
+
+def imbalance(loads: Sequence[float]) -> float:
+    """max / mean of per-rank loads (1.0 = perfectly balanced; 1.0 for no load)."""
+    mean = sum(loads) / len(loads) if loads else 0.0
+    return max(loads) / mean if mean > 0 else 1.0
