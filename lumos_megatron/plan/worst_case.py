@@ -131,7 +131,9 @@ def stream_micro_batches(cfg: LumosConfig, vocab: LumosVocab, stream: PlannedStr
     for m in range(stream.traced_microbatches):
         indices = [m * stream.micro_batch_size + i for i in range(stream.micro_batch_size)]
         samples = [source[i] for i in indices]
-        target = objective.targets(samples, indices, iteration, stream.seq_length)
+        # With data.packing a micro-batch is one packed sequence (here: the worst-case sample as
+        # its only document), built as training builds it: document ids, per-sample parse.
+        target = objective.targets(samples, indices, iteration, stream.seq_length, packed=cfg.data.packing)
         batch, micro_pairs = rank_micro_batch(target, cfg, vocab, objective, cp_rank)
         batches.append(batch)
         pairs += micro_pairs

@@ -4,7 +4,11 @@ Pure functions of sample lengths (from the index: no token reads), so every rank
 step without communication:
 
 * :func:`first_fit_decreasing`: samples, longest first, each into the first sequence with room
-  (``capacity`` tokens), a new sequence when none has;
+  (``capacity`` tokens), a new sequence when none has: how many sequences the step needs;
+* :func:`pack_for_ranks`: that many sequences rounded up to a multiple of the data-parallel size,
+  refilled longest sample first into the sequence with the least work that has room, so every
+  rank gets as many sequences as every other and of near-equal work (falls back to the
+  first-fit packing when a sample finds no room);
 * :func:`split_to_count`: sequences split until there are at least as many as data-parallel
   ranks (every rank needs one micro-batch);
 * :func:`balance`: sequences to ranks, largest cost first onto the rank with the least work so
@@ -39,6 +43,28 @@ def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> List[List[int
             packs.append([i])
             room.append(capacity - lengths[i])
     return packs
+
+
+def pack_for_ranks(lengths: Sequence[int], capacity: int, ranks: int, flops_per_token: float = 1.0,
+                   flops_per_pair: float = 0.0) -> List[List[int]]:
+    """Positions into ``lengths`` grouped into a multiple of ``ranks`` sequences of at most
+    ``capacity`` tokens, with near-equal work (see the module docstring)."""
+    packs = first_fit_decreasing(lengths, capacity)
+    count = max(ranks, -(-len(packs) // ranks) * ranks)
+    if count > len(lengths):
+        return split_to_count(packs, ranks)
+    bins: List[List[int]] = [[] for _ in range(count)]
+    used, work = [0] * count, [0.0] * count
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        n = lengths[i]
+        fits = [b for b in range(count) if used[b] + n <= capacity]
+        if not fits:  # a refill that cannot place a sample: keep the first-fit packing
+            return split_to_count(packs, ranks)
+        b = min(fits, key=lambda b: (work[b], b))
+        bins[b].append(i)
+        used[b] += n
+        work[b] += sequence_cost([n], flops_per_token, flops_per_pair)
+    return [b for b in bins if b] if all(bins) else split_to_count(packs, ranks)
 
 
 def split_to_count(packs: List[List[int]], count: int) -> List[List[int]]:

@@ -6,9 +6,9 @@ pipeline stage, every tensor-parallel rank) derives the same layout without comm
 
 * Padded: ``micro_batch_size`` samples per micro-batch, DP rank ``d`` of round ``m`` taking the
   ``(m * DP + d)``-th block; every row padded to the step's length (``data_plan.step_seq_length``).
-* Packed: the global batch packed first-fit-decreasing into sequences of at most the stream's
-  ``seq_length``, split until every DP rank can have one, assigned to ranks largest work first
-  (``packing_plan``). One sequence per micro-batch, so ranks may run different numbers of
+* Packed: the global batch packed into sequences of at most the stream's ``seq_length`` (as many
+  as first-fit-decreasing needs, rounded up to a multiple of DP and refilled to near-equal work),
+  assigned to ranks largest work first (``packing_plan``). One sequence per micro-batch, so ranks may run different numbers of
   micro-batches; each sequence is padded to a multiple of ``lcm(data.pad_to_multiple, TP/CP
   divisor)`` of its own length, or to the stream's ``seq_length`` under pipeline parallelism
   (where every micro-batch's activations must have the one shape the stages exchange).
@@ -21,13 +21,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from lumos_megatron.training.data_plan import StreamBatching, step_seq_length
-from lumos_megatron.training.packing_plan import (
-    balance,
-    first_fit_decreasing,
-    imbalance,
-    sequence_cost,
-    split_to_count,
-)
+from lumos_megatron.training.packing_plan import balance, imbalance, pack_for_ranks, sequence_cost
 
 
 @dataclass(frozen=True)
@@ -92,7 +86,7 @@ def layout_step(stream: StreamBatching, indices: Sequence[int], source, dp: int,
         row = sequence_cost([seq], flops_per_token, flops_per_pair)
         return StepLayout(stream, ranks, [row * mbs * micro] * dp)
     lengths = [source.sample_length(i, max_latent_frames) for i in indices]
-    packs = split_to_count(first_fit_decreasing(lengths, stream.seq_length), dp)
+    packs = pack_for_ranks(lengths, stream.seq_length, dp, flops_per_token, flops_per_pair)
     unit = math.lcm(multiple or 1, divisor)
     padded = [stream.seq_length if fixed_length else
               _round_up(sum(lengths[i] for i in pack), unit, stream.seq_length) for pack in packs]

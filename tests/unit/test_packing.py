@@ -178,3 +178,17 @@ def test_packed_model_forward_equals_per_sample_forward(megatron_single_process,
     for b, n in enumerate(plain.real_lengths):
         torch.testing.assert_close(got[0, start:start + n], ref[b, :n], rtol=1e-5, atol=1e-5)
         start += n
+
+
+def test_pack_for_ranks_gives_every_rank_equal_sequences_of_near_equal_work():
+    from lumos_megatron.training.packing_plan import pack_for_ranks
+
+    gen = torch.Generator().manual_seed(1)
+    lengths = torch.randint(100, 3000, (48,), generator=gen).tolist()
+    packs = pack_for_ranks(lengths, 8000, 8)
+    assert len(packs) % 8 == 0 and sorted(i for p in packs for i in p) == list(range(48))
+    assert all(sum(lengths[i] for i in p) <= 8000 for p in packs)
+    loads = [sum(lengths[i] for i in p) for p in packs]
+    assert imbalance(loads) < imbalance([sum(lengths[i] for i in p) for p in first_fit_decreasing(lengths, 8000)])
+    assert imbalance(loads) < 1.1
+    assert len(pack_for_ranks([10, 10, 10], 100, 2)) == 2  # fewer sequences than ranks: split

@@ -99,3 +99,30 @@ def test_feed_packed_steps_use_every_sample_of_the_global_batch_once():
         assert seen == sorted(feeds[0].schedule.global_indices(it))
     window = sorted(i for it in range(4) for i in feeds[0].schedule.global_indices(it))
     assert window == list(range(32))  # one window of 4 global batches of 8
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_resumed_feed_reads_the_same_steps(packing):
+    """Exact resume with length grouping: a feed started at a checkpoint's iteration and consumed
+    samples lays out every later step as the uninterrupted feed does; with another global batch
+    size the windows restart at the resume point (still every sample of a window once)."""
+    over = ["data.seq_length=192", "data.length_grouped=true", "data.length_group_window=3",
+            "data.mock_layouts=[[2,4,4],[1,4,4],[3,4,8],[1,8,8]]"]
+    if packing:
+        over += ["train.micro_batch_size=1", "data.packing=true"]
+    cfg = parse_cli(["--config", str(TINY_RECIPE), *over])
+    vocab = LumosVocab(vocab_size=cfg.model.vocab_size)
+    streams = build_data_streams(cfg, vocab)
+    full = DataFeed(cfg, vocab, streams, 2, 1, 0, torch.device("cpu"))
+    resumed = DataFeed(cfg, vocab, streams, 2, 1, 0, torch.device("cpu"), base_iteration=4,
+                       base_samples=full.consumed_after(3))
+    for it in range(4, 8):
+        assert resumed.layout(it) == full.layout(it)
+        a, b = full.step(it), resumed.step(it)
+        for x, y in zip(a.make_iterator(), b.make_iterator()):
+            assert torch.equal(x["tokens"], y["tokens"]) and torch.equal(x["labels"], y["labels"])
+    other = parse_cli(["--config", str(TINY_RECIPE), *over, "train.global_batch_size=4"])
+    changed = DataFeed(other, vocab, build_data_streams(other, vocab), 2, 0, 0, torch.device("cpu"),
+                       base_iteration=4, base_samples={"video": 38})  # 38 is not a multiple of 4
+    seen = sorted(i for it in range(4, 7) for i in changed.schedule.global_indices(it))
+    assert seen == list(range(38, 50))
