@@ -21,7 +21,7 @@ import torch
 from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.data.length_grouping import LengthGroupedOrder
 from lumos_megatron.objective import Objective, build_objective
-from lumos_megatron.platform.parallel import sequence_length_divisor
+from lumos_megatron.platform.parallel import microbatch_group, sequence_length_divisor
 from lumos_megatron.training.batch import rank_micro_batch
 from lumos_megatron.training.data_plan import SampleSchedule, StepPlan, StreamBatching
 from lumos_megatron.training.flops import work_weights
@@ -114,7 +114,8 @@ class DataFeed:
                            divisor=sequence_length_divisor(cfg.parallel)[0],
                            max_latent_frames=self.objective.max_latent_frames,
                            fixed_length=cfg.parallel.pipeline_model_parallel_size > 1,
-                           flops_per_token=per_token, flops_per_pair=per_pair)
+                           flops_per_token=per_token, flops_per_pair=per_pair,
+                           group=microbatch_group(cfg.parallel))
 
     def step(self, iteration: int) -> StepBatches:
         """The micro-batches of (0-based) ``iteration``."""

@@ -46,11 +46,13 @@ def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> List[List[int
 
 
 def pack_for_ranks(lengths: Sequence[int], capacity: int, ranks: int, flops_per_token: float = 1.0,
-                   flops_per_pair: float = 0.0) -> List[List[int]]:
-    """Positions into ``lengths`` grouped into a multiple of ``ranks`` sequences of at most
-    ``capacity`` tokens, with near-equal work (see the module docstring)."""
+                   flops_per_pair: float = 0.0, group: int = 1) -> List[List[int]]:
+    """Positions into ``lengths`` grouped into a multiple of ``ranks x group`` sequences of at
+    most ``capacity`` tokens, with near-equal work (see the module docstring). ``group``: the
+    micro-batches of a rank must come in multiples of it (interleaved pipeline schedules)."""
     packs = first_fit_decreasing(lengths, capacity)
-    count = max(ranks, -(-len(packs) // ranks) * ranks)
+    unit = ranks * group
+    count = max(unit, -(-len(packs) // unit) * unit)
     if count > len(lengths):
         return split_to_count(packs, ranks)
     bins: List[List[int]] = [[] for _ in range(count)]
@@ -91,17 +93,21 @@ def sequence_cost(lengths: Sequence[int], flops_per_token: float, flops_per_pair
     return flops_per_token * tokens + flops_per_pair * pairs
 
 
-def balance(costs: Sequence[float], ranks: int) -> List[List[int]]:
+def balance(costs: Sequence[float], ranks: int, equal_counts: bool = False) -> List[List[int]]:
     """Positions into ``costs`` for each of ``ranks`` ranks: largest first, each to the rank with
     the least total so far (ties: fewer sequences, then lower rank). Every rank gets at least
-    one when ``len(costs) >= ranks``."""
+    one when ``len(costs) >= ranks``; with ``equal_counts`` exactly ``len(costs) / ranks`` when
+    that divides (pipelines: a rank with more micro-batches runs a longer schedule)."""
     if ranks < 1:
         raise ValueError(f"ranks must be >= 1 (got {ranks})")
     out: List[List[int]] = [[] for _ in range(ranks)]
     load = [0.0] * ranks
+    divides = len(costs) % ranks == 0
+    quota = len(costs) // ranks if equal_counts and divides else len(costs)
     for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
         # An empty rank first: a rank without a micro-batch cannot take part in the step.
-        r = min(range(ranks), key=lambda r: (bool(out[r]), load[r], len(out[r]), r))
+        open_ranks = [r for r in range(ranks) if len(out[r]) < quota]
+        r = min(open_ranks, key=lambda r: (bool(out[r]), load[r], len(out[r]), r))
         out[r].append(i)
         load[r] += costs[i]
     return out

@@ -72,11 +72,13 @@ def _round_up(n: int, unit: int, cap: int) -> int:
 
 def layout_step(stream: StreamBatching, indices: Sequence[int], source, dp: int, *, packing: bool,
                 multiple: Optional[int], divisor: int, max_latent_frames: Optional[int],
-                fixed_length: bool, flops_per_token: float = 1.0, flops_per_pair: float = 0.0) -> StepLayout:
+                fixed_length: bool, flops_per_token: float = 1.0, flops_per_pair: float = 0.0,
+                group: int = 1) -> StepLayout:
     """The layout of a step reading the stream samples ``indices`` (Megatron order) on ``dp``
     ranks. ``fixed_length`` (pipeline parallelism) pads every packed sequence to the stream's
     ``seq_length``; ``flops_per_token``/``flops_per_pair`` weigh tokens against attention pairs
-    when balancing and when measuring the work per rank (``training.flops.work_weights``)."""
+    when balancing and when measuring the work per rank (``training.flops.work_weights``);
+    ``group`` is the multiple a rank's micro-batch count must be (interleaved 1F1B: PP)."""
     indices = list(indices)
     if not packing:
         seq = step_seq_length(stream, source, indices, multiple, max_latent_frames, divisor)
@@ -86,7 +88,7 @@ def layout_step(stream: StreamBatching, indices: Sequence[int], source, dp: int,
         row = sequence_cost([seq], flops_per_token, flops_per_pair)
         return StepLayout(stream, ranks, [row * mbs * micro] * dp)
     lengths = [source.sample_length(i, max_latent_frames) for i in indices]
-    packs = pack_for_ranks(lengths, stream.seq_length, dp, flops_per_token, flops_per_pair)
+    packs = pack_for_ranks(lengths, stream.seq_length, dp, flops_per_token, flops_per_pair, group)
     unit = math.lcm(multiple or 1, divisor)
     padded = [stream.seq_length if fixed_length else
               _round_up(sum(lengths[i] for i in pack), unit, stream.seq_length) for pack in packs]
@@ -96,7 +98,11 @@ def layout_step(stream: StreamBatching, indices: Sequence[int], source, dp: int,
         return sequence_cost(used + [padded[p] - sum(used)], flops_per_token, flops_per_pair)
 
     costs = [cost(p) for p in range(len(packs))]
-    assignment = balance(costs, dp)
+    assignment = balance(costs, dp, equal_counts=fixed_length or group > 1)
+    if any(len(mine) % group for mine in assignment):
+        raise ValueError(f"a packed {stream.name} step of {len(indices)} samples gives the DP ranks "
+                         f"{[len(m) for m in assignment]} sequences, but the interleaved pipeline schedule "
+                         f"needs a multiple of {group} each; raise the global batch size")
     ranks = [[MicroBatchLayout(tuple(indices[i] for i in packs[p]), padded[p], packed=True) for p in mine]
              for mine in assignment]
     return StepLayout(stream, ranks, [sum(costs[p] for p in mine) for mine in assignment])

@@ -45,6 +45,8 @@ def test_split_and_balance_give_every_rank_work_and_spread_it_evenly():
     loads = [sum(costs[i] for i in r) for r in ranks]
     assert sorted(loads) == [16.0, 17.0] and imbalance(loads) == pytest.approx(17 / 16.5)
     assert all(balance([5.0, 1.0, 1.0], 3))  # every rank gets one
+    equal = balance(costs, 2, equal_counts=True)  # pipelines: as many micro-batches on every rank
+    assert [len(r) for r in equal] == [3, 3] and sorted(sum(costs[i] for i in r) for r in equal) == [15.0, 18.0]
 
 
 def test_mock_layouts_give_deterministic_mixed_shapes_known_without_generating():

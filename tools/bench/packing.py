@@ -162,9 +162,10 @@ def cpu_training_table(iters: int) -> List[Dict]:
 
 def plan_table() -> List[Dict]:
     rows = []
+    one = ["train.micro_batch_size=1", "data.image_micro_batch_size=1"]
     with tempfile.TemporaryDirectory() as tmp:
-        for name, extra in (("unpacked, micro-batch 1 x 28,672", ["train.micro_batch_size=1"]),
-                            ("packed, one 28,672-token sequence", ["train.micro_batch_size=1", "data.packing=true"])):
+        for name, extra in (("unpacked, micro-batch 1 x 28,672", one),
+                            ("packed, one 28,672-token sequence", [*one, "data.packing=true"])):
             out = Path(tmp) / "plan.json"
             cmd = [sys.executable, "-m", "lumos_megatron.plan", "--config", str(RECIPE_1B), "--world-size", "8",
                    "--json", str(out), "--quiet", "data.seq_length=28672", *extra]
