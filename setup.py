@@ -114,8 +114,16 @@ setup(
     },
     ext_modules=csrc_extensions(),
     cmdclass=build_cmdclass(),
+    # Every command is a console script; tools/ keeps thin wrappers that call the same functions.
     entry_points={"console_scripts": ["lumos-train=lumos_megatron.train:main",
                                       "lumos-generate=lumos_megatron.generate:main",
+                                      "lumos-convert=lumos_megatron.conversion.cli:convert_main",
+                                      "lumos-inspect=lumos_megatron.conversion.cli:inspect_main",
+                                      "lumos-pretokenize=lumos_megatron.cli.pretokenize:main",
+                                      "lumos-train-video-tokenizer=lumos_megatron.cli.train_video_tokenizer:main",
                                       "lumos-plan=lumos_megatron.plan.cli:main",
+                                      "lumos-ladder=lumos_megatron.cli.ladder:main",
+                                      "lumos-collect=lumos_megatron.cli.collect:main",
+                                      "lumos-fit=lumos_megatron.cli.fit:main",
                                       "lumos-evaluate=lumos_megatron.evaluate:main"]},
 )

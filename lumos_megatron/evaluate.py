@@ -20,16 +20,19 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import List, Optional
+
+from lumos_megatron.cli.base import CommandParser
 
 SUMMARY_METRICS = ("temporal_flicker", "psnr", "ssim", "tokenizer_psnr", "tokenizer_ssim")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lumos_megatron.evaluate",
-                                description="Offline quality numbers of a generated set (DIR/metrics.json).")
+    p = CommandParser("lumos_megatron.evaluate", "Offline quality numbers of a generated set (DIR/metrics.json; "
+                      "also lumos-evaluate).", examples=[
+                          "lumos-evaluate samples/t2v --reference data/pretokenized/train",
+                          "lumos-evaluate samples/i2v --sources prompts_i2v.jsonl --json-out i2v_metrics.json"])
     p.add_argument("directory", metavar="DIR", help="output directory of lumos_megatron.generate")
     p.add_argument("--reference", metavar="DATA", help="pre-tokenized dataset directory (real code histogram)")
     p.add_argument("--reference-samples", type=int, metavar="N",
@@ -70,7 +73,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     # megatron-core (the indexed-dataset reader) warns about optional fused kernels it lacks:
     # nothing a user of this command can act on.
-    warnings.filterwarnings("ignore", message=".*(Apex is not installed|full scope is deprecated).*")
     from lumos_megatron.evaluation_metrics.generated_set import EvaluationInputError
     from lumos_megatron.evaluation_metrics.report import EvaluationOptions, evaluate_directory
 

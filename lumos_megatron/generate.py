@@ -25,13 +25,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import List, Optional
 
+from lumos_megatron.cli.base import CommandParser
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lumos_megatron.generate", description="AR-DF generation: prompts → videos.")
+    p = CommandParser("lumos_megatron.generate", "AR-DF generation: prompts → videos (also lumos-generate).", examples=[
+        'lumos-generate --load ckpt/lumos_1b --task t2v --prompt "a red ball rolls on the grass" --out samples/t2v',
+        "lumos-generate --load ckpt/lumos_1b --task i2v --prompts prompts.jsonl --out samples/i2v --steps 50",
+        "torchrun --nproc-per-node 8 -m lumos_megatron.generate --load ckpt --prompts p.txt --out samples "
+        "--tensor-model-parallel-size 2"])
     p.add_argument("--load", required=True, help="checkpoint root or iter_* directory")
     p.add_argument("--video-tokenizer", help="cosmos:DIR or fsq:CKPT.pt (default: the checkpoint's "
                                              "data.video_tokenizer)")
@@ -74,7 +79,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     # megatron-core's notices about optional fused kernels and a deprecated scope name it uses
     # itself: nothing a user of this command can act on.
-    warnings.filterwarnings("ignore", message=".*(Apex is not installed|full scope is deprecated).*")
     from lumos_megatron.inference.run import GenerationRun, GenerationSetupError, NoSpaceForOutput
 
     try:

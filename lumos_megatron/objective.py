@@ -22,6 +22,7 @@ import torch
 from lumos_megatron.config.schema import LumosConfig
 from lumos_megatron.data.collate import pack_rows, pad_samples, sample_lengths
 from lumos_megatron.losses.reference import visual_rows
+from lumos_megatron.losses.visual_loss_head import VisualLossHead
 from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
 
 Sample = Tuple[torch.Tensor, torch.Tensor]
@@ -139,6 +140,11 @@ class Objective:
         """(rows, columns) of the LM-head product the objective needs, for the FLOPs model:
         every token against the whole vocabulary."""
         return tokens, self.vocab.vocab_size
+
+    def loss_head(self) -> Optional[VisualLossHead]:
+        """What ``build_model_chunks`` gets as the model's loss: the fused visual CE when
+        ``fused_visual_loss``, else None (megatron's own loss over the full vocabulary)."""
+        return VisualLossHead(self.vocab, self.loss_chunk_rows) if self.fused_visual_loss else None
 
 
 class ARDFObjective(Objective):

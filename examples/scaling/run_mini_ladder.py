@@ -5,10 +5,11 @@
 
 Derives tiny Lumos models from examples/recipes/tiny_cpu.yaml (mock 2-frame 4x4-latent video
 samples, 72 tokens each, in 32 classes that each have their own code distribution), lays them out
-with tools/scaling/make_ladder.py (the same rules as a cluster ladder; sizes are non-embedding
-parameters), trains each run in sequence with ``python -m lumos_megatron.train`` instead of sbatch
-(evaluating several times per run so that ``lm loss validation`` exists), collects the runs with
-tools/scaling/collect.py and fits them with tools/scaling/fit.py, every tool at its defaults.
+with lumos-ladder (tools/scaling/make_ladder.py: the same rules as a cluster ladder; sizes are
+non-embedding parameters), trains each run in sequence with ``python -m lumos_megatron.train``
+instead of sbatch (evaluating several times per run so that ``lm loss validation`` exists),
+collects the runs with lumos-collect and fits them with lumos-fit, every tool at its defaults (each
+run as ``python -m lumos_megatron.cli.<command>``).
 Default: 3 sizes x 3 tokens-per-parameter budgets (about 6-7 min on 2 idle cores); --smallest: 3
 sizes x 2 budgets of very few iterations (about 75 s), what the end-to-end test runs.
 
@@ -63,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--smallest", action="store_true", help="3 sizes x 2 tiny budgets (the e2e test)")
     p.add_argument("--isoflop", nargs="*", metavar="C", default=None,
                    help="IsoFLOP ladder: compute budgets in model FLOPs (default 1e11 3e11; --smallest 1e10 3e10)")
-    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for fit.py")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for lumos-fit")
     p.add_argument("--mock-classes", type=int, default=32,
                    help="classes of the mock samples (data.mock_classes; 0: i.i.d. codes)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
         ladder = [*ISOFLOP_COMMON, "--isoflop", *(args.isoflop or ISOFLOP_BUDGETS[size]), *ISOFLOP_RUNS[size]]
     else:
         ladder = [*COMMON, *SETTINGS[size]]
-    _run([py, "tools/scaling/make_ladder.py", "--out", out, *ladder, "--set", f"data.mock_classes={args.mock_classes}"])
+    _run([py, "-m", "lumos_megatron.cli.ladder", "--out", out, *ladder, "--set", f"data.mock_classes={args.mock_classes}"])
     runs = json.loads((out / "ladder.json").read_text())["runs"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
     for k, run in enumerate(runs, 1):
@@ -110,12 +111,12 @@ def main(argv=None) -> int:
         _run(cmd, log=Path(run["run_dir"]) / "train.log", env=env)
         print(f"{time.perf_counter() - t0:.0f} s ({_children_cpu_s() - cpu0:.0f} s CPU)", flush=True)
     csv_path = out / "runs.csv"
-    _run([py, "tools/scaling/collect.py", *[r["run_dir"] for r in runs], "--out", csv_path])
+    _run([py, "-m", "lumos_megatron.cli.collect", *[r["run_dir"] for r in runs], "--out", csv_path])
     # No --params-column: runs.csv's params is the ladder's own measure (non-embedding here).
     fit_args = []
     if args.bootstrap is not None:
         fit_args += ["--bootstrap", str(args.bootstrap)]
-    _run([py, "tools/scaling/fit.py", "--runs", csv_path, "--out", out / "fit", *fit_args])
+    _run([py, "-m", "lumos_megatron.cli.fit", "--runs", csv_path, "--out", out / "fit", *fit_args])
     print(f"mini ladder done in {time.perf_counter() - start:.0f} s ({_children_cpu_s():.0f} s CPU): "
           f"{len(runs)} runs, {csv_path}, "
           f"{out / 'fit' / 'fit.json'}, {out / 'fit' / 'report.md'}")

@@ -331,3 +331,9 @@ class LumosConfig:
     """Checkpointing."""
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     """Logging."""
+
+
+def head_dim(cfg: LumosConfig) -> int:
+    """Attention head dim implied by the model config (``kv_channels``, else hidden / heads)."""
+    m = cfg.model
+    return m.kv_channels if m.kv_channels is not None else m.hidden_size // m.num_attention_heads

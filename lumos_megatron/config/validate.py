@@ -12,8 +12,8 @@ import dataclasses
 import typing
 from typing import List
 
-from lumos_megatron.config.loader import ConfigError
-from lumos_megatron.config.schema import LumosConfig
+from lumos_megatron.config.recipe import ConfigError
+from lumos_megatron.config.schema import LumosConfig, head_dim  # noqa: F401  (head_dim: re-exported)
 from lumos_megatron.models.attention.backends import attention_backend, backend_names
 from lumos_megatron.models.rope_variants import ROPE_VARIANTS, head_dim_problem
 from lumos_megatron.platform.parallel import (
@@ -39,12 +39,6 @@ def _choice_problems(cfg: LumosConfig) -> List[str]:
                 if value not in typing.get_args(hint):
                     out.append(f"{section.name}.{name}={value!r}; choose one of {typing.get_args(hint)}")
     return out
-
-
-def head_dim(cfg: LumosConfig) -> int:
-    """Attention head dim implied by the model config."""
-    m = cfg.model
-    return m.kv_channels if m.kv_channels is not None else m.hidden_size // m.num_attention_heads
 
 
 def _model_problems(cfg: LumosConfig) -> List[str]:

@@ -1,4 +1,5 @@
-"""Command-line front ends of ``tools/checkpoint/convert.py`` and ``tools/checkpoint/inspect.py``.
+"""The ``lumos-convert`` and ``lumos-inspect`` commands (also ``tools/checkpoint/convert.py`` and
+``tools/checkpoint/inspect.py``).
 
 Bad input exits with status 2 and one line on stderr (argparse's own usage errors too).
 """
@@ -10,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 from typing import List, Optional
+
+from lumos_megatron.cli.base import CommandParser
 
 
 def _fail(prog: str, err: Exception) -> int:
@@ -41,9 +44,11 @@ def _need_bytes(args) -> int:
 
 
 def _convert_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="convert.py", description="Convert checkpoints between the "
-                                     "official Lumos-1 (Hugging Face) layout and torch_dist.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = CommandParser("lumos-convert", "Convert checkpoints between the official Lumos-1 (Hugging "
+                           "Face) layout and torch_dist.", examples=[
+                               "lumos-convert import-hf --hf-dir Lumos-1-1B --out ckpt/lumos_1b",
+                               "lumos-convert export-hf --load ckpt/run --out export/run --dtype bf16"])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     imp = sub.add_parser("import-hf", help="official safetensors → torch_dist checkpoint root")
     imp.add_argument("--hf-dir", required=True, help="directory with config.json and safetensors")
     imp.add_argument("--out", required=True, help="checkpoint root to create (must be empty)")
@@ -73,7 +78,7 @@ def convert_main(argv: Optional[List[str]] = None) -> int:
     from lumos_megatron.checkpoint.directory import CheckpointError
     from lumos_megatron.conversion.errors import ConversionError
 
-    prog = f"convert.py {args.command}"
+    prog = f"lumos-convert {args.command}"
     try:
         if args.command == "import-hf":
             from lumos_megatron.conversion.import_hf import import_hf, parse_row_range
@@ -106,7 +111,9 @@ def convert_main(argv: Optional[List[str]] = None) -> int:
 
 def inspect_main(argv: Optional[List[str]] = None) -> int:
     """``inspect.py C [--iteration N] [--json]``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="inspect.py", description="Summarise a torch_dist checkpoint.")
+    parser = CommandParser("lumos-inspect", "Summarise a torch_dist checkpoint.", examples=[
+        "lumos-inspect ckpt/lumos_1b", "lumos-inspect ckpt/run --iteration 2000 --json",
+        "lumos-inspect ckpt/run --verify"])
     parser.add_argument("checkpoint", help="checkpoint root (or one iter_* directory)")
     parser.add_argument("--iteration", type=int, default=None, help="iteration (default: latest)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -123,11 +130,11 @@ def inspect_main(argv: Optional[List[str]] = None) -> int:
         if args.verify:
             summary["verification"] = verify_checkpoint(summary["path"], args.verify)
     except (ConversionError, CheckpointError) as err:
-        return _fail("inspect.py", err)
+        return _fail("lumos-inspect", err)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     problems = (summary.get("verification") or {}).get("problems")
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        return _fail("inspect.py", CheckpointError(f"checkpoint {summary['path']} failed verification: "
+        return _fail("lumos-inspect", CheckpointError(f"checkpoint {summary['path']} failed verification: "
                                                    f"{problems[0]}{more}", earlier_step=True))
     return 0

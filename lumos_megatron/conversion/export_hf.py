@@ -17,10 +17,10 @@ from typing import List, Optional, Tuple
 import torch
 
 from lumos_megatron.checkpoint.integrity import verify_shard_files
-from lumos_megatron.checkpoint.run_config import read_run_config, resolve_checkpoint_dir
+from lumos_megatron.config.stored import read_run_config, resolve_checkpoint_dir
 from lumos_megatron.conversion.errors import ConversionError
 from lumos_megatron.conversion.hf_config import hf_config_from_model
-from lumos_megatron.conversion.import_hf import CHUNK_BYTES, HF_CONFIG_COPY
+from lumos_megatron.conversion.import_hf import HF_CONFIG_COPY
 from lumos_megatron.conversion.output_dir import check_output, staged_output
 from lumos_megatron.conversion.safetensors_io import (
     CONFIG_FILE,
@@ -37,12 +37,14 @@ from lumos_megatron.conversion.weight_layout import (
     HF_OUTPUT_LAYER,
     LAYERS,
     OUTPUT_LAYER,
+    STORED_DTYPES,
     DecoderShapes,
     hf_layer_key,
     megatron_layer_to_hf,
+    vocab_row_blocks,
 )
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = STORED_DTYPES  # export's --dtype choices: all of them
 _TORCH_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
@@ -88,11 +90,10 @@ def export_hf(load: str | Path, out: str | Path, *, iteration: Optional[int] = N
     target = DTYPES[dtype] if dtype else reader.dtype(EMBEDDING)
     config = hf_config_from_model(cfg.model, _TORCH_DTYPE_NAMES[target],
                                   template=optional_template(path / HF_CONFIG_COPY))
-    rows = max(1, CHUNK_BYTES // (s.hidden * torch.empty((), dtype=target).element_size()))
+    blocks = vocab_row_blocks(s.vocab, s.hidden, torch.empty((), dtype=target).element_size())
 
     def vocab_tensor(key: str, hf_key: str) -> None:
-        for start in range(0, s.vocab, rows):
-            stop = min(start + rows, s.vocab)
+        for start, stop in blocks:
             writer.append(hf_key, reader.read(key, (start, 0), (stop - start, s.hidden)).to(target))
 
     bar = None

@@ -42,16 +42,18 @@ from lumos_megatron.conversion.weight_layout import (
     LAYERS,
     LINEAR_MODULES,
     OUTPUT_LAYER,
+    STORED_DTYPES,
     DecoderShapes,
     hf_layer_key,
     hf_layer_to_megatron,
     shared_qk_norm_row,
+    vocab_row_blocks,
 )
 from lumos_megatron.vocab import LumosVocab
 
 HF_CONFIG_COPY = "hf_config.json"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-CHUNK_BYTES = 64 * 2 ** 20
+IMPORT_DTYPES = ("fp32", "bf16")
+"""``--dtype`` choices of import (``weight_layout.STORED_DTYPES`` names)."""
 """Rows of the embedding and LM head are written in blocks of about this size."""
 
 
@@ -127,8 +129,8 @@ def import_hf(hf_dir: str | Path, out: str | Path, *, dtype: str = "fp32",
 
     Raises :class:`ConversionError` (nothing is left at ``out``) on bad input.
     """
-    if dtype not in DTYPES:
-        raise ConversionError(f"--dtype {dtype!r}: expected one of {sorted(DTYPES)}")
+    if dtype not in IMPORT_DTYPES:
+        raise ConversionError(f"--dtype {dtype!r}: expected one of {sorted(IMPORT_DTYPES)}")
     out = Path(out)
     check_output(out, force)
     src = OfficialCheckpoint(hf_dir)
@@ -147,7 +149,7 @@ def import_hf(hf_dir: str | Path, out: str | Path, *, dtype: str = "fp32",
                   "of the decoder)", file=sys.stderr)
         model = replace(model, vocab_size=vocab)
         cfg = _run_config(model, out, "bf16" if dtype == "bf16" else "fp32")
-        writer = _plan(src, replace(shapes, vocab=vocab), source_vocab, DTYPES[dtype], seed, zero_head_rows)
+        writer = _plan(src, replace(shapes, vocab=vocab), source_vocab, STORED_DTYPES[dtype], seed, zero_head_rows)
         source = f"import-hf {src.directory.resolve()}"
         with staged_output(out, force) as tmp:
             iter_dir = ckpt_dir.checkpoint_dir(tmp, 0)
@@ -161,11 +163,6 @@ def import_hf(hf_dir: str | Path, out: str | Path, *, dtype: str = "fp32",
     finally:
         src.close()
     return ckpt_dir.checkpoint_dir(out, 0)
-
-
-def _row_blocks(vocab: int, hidden: int, element_size: int):
-    rows = max(1, CHUNK_BYTES // (hidden * element_size))
-    return [(start, min(start + rows, vocab)) for start in range(0, vocab, rows)]
 
 
 def _plan(src: OfficialCheckpoint, s: DecoderShapes, source_vocab: int, dtype: torch.dtype, seed: int,
@@ -189,7 +186,7 @@ def _plan(src: OfficialCheckpoint, s: DecoderShapes, source_vocab: int, dtype: t
 
     def add_vocab_tensor(key: str, hf_key: str, kind: str, label: str) -> None:
         writer.add_tensor(key, (s.vocab, s.hidden), dtype)
-        for start, stop in _row_blocks(s.vocab, s.hidden, element_size):
+        for start, stop in vocab_row_blocks(s.vocab, s.hidden, element_size):
             writer.add_chunk(Chunk(key, (start, 0), (stop - start, s.hidden),
                                    lambda a=start, b=stop: vocab_rows(hf_key, kind, a, b), label))
 

@@ -17,7 +17,8 @@ import torch
 
 from lumos_megatron.checkpoint.directory import CheckpointError
 from lumos_megatron.checkpoint.integrity import require_common_file, verify_shard_files
-from lumos_megatron.checkpoint.run_config import read_run_config, resolve_checkpoint_dir
+from lumos_megatron.units import si
+from lumos_megatron.config.stored import read_run_config, resolve_checkpoint_dir
 from lumos_megatron.conversion.torch_dist_io import TorchDistReader
 from lumos_megatron.models.parameter_counts import parameter_group
 
@@ -85,10 +86,7 @@ def summarize(checkpoint: str | Path, iteration: Optional[int] = None) -> Dict[s
 
 
 def _human(n: float, unit: str = "") -> str:
-    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{suffix}{unit}"
-    return f"{n:g}{unit}"
+    return si(n, unit, ".2f")
 
 
 def format_summary(summary: Dict[str, Any]) -> str:

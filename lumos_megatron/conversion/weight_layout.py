@@ -24,7 +24,7 @@ TP/PP layout shards on load, so a converter only ever deals with whole, unsharde
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 
@@ -188,3 +188,18 @@ def megatron_layer_to_hf(read: Callable[[str], torch.Tensor], layer: int,
         "post_attention_layernorm.weight": read("pre_mlp_layernorm.weight"),
     }
     return {hf_layer_key(layer, name): t for name, t in tensors.items()}
+
+
+STORED_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""``--dtype`` names of written tensors (import takes fp32/bf16, export also fp16)."""
+
+CHUNK_BYTES = 64 * 2 ** 20
+"""Largest block of vocabulary rows read or written at once (import and export stream the
+embedding and the output layer in such blocks, so memory stays bounded)."""
+
+
+def vocab_row_blocks(vocab: int, hidden: int, element_size: int) -> List[Tuple[int, int]]:
+    """``[start, stop)`` row ranges of a ``[vocab, hidden]`` tensor of ``element_size``-byte
+    elements, each at most ``CHUNK_BYTES`` (at least one row)."""
+    rows = max(1, CHUNK_BYTES // (hidden * element_size))
+    return [(start, min(start + rows, vocab)) for start in range(0, vocab, rows)]

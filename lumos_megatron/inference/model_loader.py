@@ -18,7 +18,7 @@ from typing import List, Optional
 import torch
 import torch.distributed as dist
 
-from lumos_megatron.checkpoint.run_config import read_run_config, resolve_checkpoint_dir
+from lumos_megatron.config.stored import read_run_config, resolve_checkpoint_dir
 from lumos_megatron.config import LumosConfig, check_runtime_support, validate_config
 from lumos_megatron.models.inputs import model_inputs_for
 from lumos_megatron.vocab import LumosVocab

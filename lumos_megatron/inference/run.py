@@ -240,7 +240,7 @@ class GenerationRun:
         except (FileNotFoundError, ValueError) as err:
             raise GenerationSetupError(str(err)) from None
         from lumos_megatron.checkpoint.directory import CheckpointError
-        from lumos_megatron.checkpoint.run_config import read_run_config, resolve_checkpoint_dir
+        from lumos_megatron.config.stored import read_run_config, resolve_checkpoint_dir
         from lumos_megatron.config import ConfigError
         from lumos_megatron.inference.model_loader import load_model
         from lumos_megatron.tokenizers.text import load_text_tokenizer

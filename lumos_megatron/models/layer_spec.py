@@ -26,8 +26,7 @@ from megatron.core.transformer.transformer_block import (
 from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 
-from lumos_megatron.config.schema import LumosConfig
-from lumos_megatron.config.validate import head_dim
+from lumos_megatron.config.schema import LumosConfig, head_dim
 from lumos_megatron.models.attention.backends import attention_backend
 from lumos_megatron.models.inputs import compute_dtype
 from lumos_megatron.models.norms import HeadSharedLayerNorm, RMSNorm

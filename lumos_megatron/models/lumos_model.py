@@ -14,9 +14,9 @@ import torch
 from megatron.core import parallel_state
 from megatron.core.models.gpt import GPTModel
 
-from lumos_megatron.config.schema import LumosConfig
-from lumos_megatron.config.validate import head_dim
+from lumos_megatron.config.schema import LumosConfig, head_dim
 from lumos_megatron.losses.fused import fused_visual_cross_entropy
+from lumos_megatron.losses.visual_loss_head import VisualLossHead
 from lumos_megatron.models.init import initialize_lumos_weights
 from lumos_megatron.models.layer_spec import (
     LumosTransformerConfig,
@@ -24,7 +24,6 @@ from lumos_megatron.models.layer_spec import (
     lumos_block_spec,
 )
 from lumos_megatron.models.rotary import LumosRotaryEmbedding
-from lumos_megatron.objective import build_objective
 
 
 class LumosModel(GPTModel):
@@ -34,14 +33,15 @@ class LumosModel(GPTModel):
     masked out) | None, labels=None, loss_rows=None)`` returns logits ``[b, s, V/tp]`` or, with
     labels, the per-token loss ``[b, s]``; intermediate stages return hidden states.
 
-    When the run's objective uses the fused visual loss (AR-DF, ``objective.build_objective``) the
-    loss is the visual cross-entropy of the fused chunked vocab-parallel path (``losses.fused``):
-    ``labels`` are the unshifted masked labels and no ``[tokens x vocab]`` logits are formed.
-    Without labels (inference) the full logits come out.
+    With a ``loss_head`` (AR-DF: what ``Objective.loss_head`` hands over) the loss is the visual
+    cross-entropy of the fused chunked vocab-parallel path (``losses.fused``): ``labels`` are the
+    unshifted masked labels and no ``[tokens x vocab]`` logits are formed. Without one, labels
+    give megatron's own cross-entropy. Without labels (inference) the full logits come out.
     """
 
     def __init__(self, cfg: LumosConfig, transformer_config: LumosTransformerConfig,
-                 pre_process: bool = True, post_process: bool = True, vp_stage: Optional[int] = None):
+                 pre_process: bool = True, post_process: bool = True, vp_stage: Optional[int] = None,
+                 loss_head: Optional[VisualLossHead] = None):
         super().__init__(
             config=transformer_config,
             transformer_layer_spec=lumos_block_spec(cfg, transformer_config, vp_stage=vp_stage),
@@ -59,9 +59,8 @@ class LumosModel(GPTModel):
         self.rotary_pos_emb = LumosRotaryEmbedding(
             head_dim(cfg), base=cfg.model.rotary_base, variant=cfg.model.rope_variant
         )
-        objective = build_objective(cfg)
-        self.visual_loss_vocab = objective.vocab if objective.fused_visual_loss else None
-        self.loss_chunk_rows = objective.loss_chunk_rows
+        self.visual_loss_vocab = loss_head.vocab if loss_head is not None else None
+        self.loss_chunk_rows = loss_head.chunk_rows if loss_head is not None else 1024
         self._loss_rows: Optional[torch.Tensor] = None
         self._logit_positions: Optional[torch.Tensor] = None
 
@@ -110,11 +109,13 @@ class LumosModel(GPTModel):
         )
 
 
-def build_model_chunks(cfg: LumosConfig,
-                       transformer_config: Optional[LumosTransformerConfig] = None) -> List[LumosModel]:
+def build_model_chunks(cfg: LumosConfig, transformer_config: Optional[LumosTransformerConfig] = None,
+                       loss_head: Optional[VisualLossHead] = None) -> List[LumosModel]:
     """This rank's model chunks (one, or VPP of them), weights initialised layout-independently.
 
-    Requires ``parallel_state`` to be initialised. Parameters are on the current device.
+    ``loss_head``: the objective's fused visual loss (``Objective.loss_head()``; training AR-DF),
+    None for logits and megatron's own loss. Requires ``parallel_state`` to be initialised.
+    Parameters are on the current device.
     """
     transformer_config = transformer_config or build_transformer_config(cfg)
     vpp = cfg.parallel.virtual_pipeline_model_parallel_size
@@ -128,6 +129,7 @@ def build_model_chunks(cfg: LumosConfig,
             pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
             post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
             vp_stage=stage,
+            loss_head=loss_head,
         )
         # Built under a device context (the planner's fake CUDA) the parameters are already there;
         # moving them again would try to swap each parameter in place, which fake tensors refuse.

@@ -19,18 +19,23 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from lumos_megatron.cli.base import CommandParser
+
 GIB = 2**30
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The planner's own flags; every other argument is a recipe argument for ``parse_cli``."""
-    p = argparse.ArgumentParser(
-        prog="lumos-plan", formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+    p = CommandParser(
+        "lumos-plan", allow_abbrev=False,
         description="Trace one training step (or one generation step) of a recipe on a fake CUDA device "
                     "and a fake process group, and report each rank kind's peak memory, the host syncs and "
                     "whether it fits the GPU. Other arguments (section.field=value, Megatron flags) are "
-                    "the recipe's, as `train` takes them.",
-        epilog="Exit status: 0 all ranks fit; 3 a rank does not fit; 2 bad arguments/config; 1 a trace failed.")
+                    "the recipe's, as `train` takes them. Exit status: 0 all ranks fit; 3 a rank does not "
+                    "fit; 2 bad arguments/config; 1 a trace failed.",
+        examples=["lumos-plan --config examples/recipes/lumos_1b_stage2-joint-384p_8gpu_h100_bf16.yaml --world-size 8",
+                  "lumos-plan --config RECIPE --world-size 64 --gpu h200 --sweep",
+                  "lumos-plan --config RECIPE --world-size 1 --generate --gen-batch 1,4"])
     p.add_argument("--config", help="the recipe YAML (as train --config)")
     p.add_argument("--world-size", type=int, help="GPUs of the run (or --nodes x --gpus-per-node)")
     p.add_argument("--nodes", type=int, help="nodes of the run (with --gpus-per-node)")

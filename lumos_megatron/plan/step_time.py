@@ -26,7 +26,7 @@ from typing import Dict, Optional
 import torch
 
 from lumos_megatron.config.schema import LumosConfig
-from lumos_megatron.config.validate import head_dim
+from lumos_megatron.config.schema import head_dim
 from lumos_megatron.models.frame_mask import allowed_pairs, frame_segment_ids
 from lumos_megatron.models.recompute import layers_to_recompute
 from lumos_megatron.objective import build_objective

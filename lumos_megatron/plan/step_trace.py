@@ -247,7 +247,8 @@ def trace_rank(cfg: LumosConfig, world_size: int, rank: int, role: str, *, fake:
         # The device context covers the build only: in training the default device stays the CPU
         # (e.g. torch's Adam keeps its step counters there), and the step must see the same.
         with torch.device("cuda") if fake else contextlib.nullcontext():
-            chunks = wrap_ddp(cfg, transformer_config, build_model_chunks(cfg, transformer_config))
+            chunks = wrap_ddp(cfg, transformer_config,
+                              build_model_chunks(cfg, transformer_config, objective.loss_head()))
             optimizer = build_optimizer(cfg, chunks)
         attach_schedule_hooks(transformer_config, chunks, optimizer)
         state_keys = {storage_key(t) for t in model_parameters(chunks) + gradient_buffers(chunks)}

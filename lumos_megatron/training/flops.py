@@ -33,7 +33,7 @@ from typing import Optional, Tuple
 import torch
 
 from lumos_megatron.config.schema import LumosConfig
-from lumos_megatron.config.validate import head_dim
+from lumos_megatron.config.schema import head_dim
 from lumos_megatron.models.frame_mask import allowed_pairs, frame_segment_ids
 from lumos_megatron.objective import build_objective
 from lumos_megatron.platform.parallel import sequence_length_divisor

@@ -106,7 +106,7 @@ def _run(cfg: LumosConfig, env, monitor: StopMonitor, watchdog: HangWatchdog) ->
     vocab = LumosVocab(vocab_size=cfg.model.vocab_size)
     objective = build_objective(cfg, vocab)
     transformer_config = build_transformer_config(cfg)
-    chunks = wrap_ddp(cfg, transformer_config, build_model_chunks(cfg, transformer_config))
+    chunks = wrap_ddp(cfg, transformer_config, build_model_chunks(cfg, transformer_config, objective.loss_head()))
     optimizer = build_optimizer(cfg, chunks)
     scheduler = build_scheduler(cfg, optimizer)
     attach_schedule_hooks(transformer_config, chunks, optimizer)

@@ -14,12 +14,27 @@ This module reads vocabulary fields only; :meth:`LumosVocab.text_id_map` is the 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import torch
 
-if TYPE_CHECKING:  # imported for annotations only: vocab.py imports this module at load time
-    from .vocab import LumosVocab
+
+class VocabIds(Protocol):
+    """The vocabulary fields this module reads (``LumosVocab`` has them all). A protocol rather
+    than an import of ``vocab.py``, which imports this module: no import circle."""
+
+    bos: int
+    pad: int
+    frame_start: int
+    frame_end: int
+    new_line: int
+    separator: int
+    mask: int
+    video_start: int
+    video_end: int
+    size_token_base: int
+    num_size_tokens: int
+    text_vocab_size: int
 
 #: Size of the Chameleon text vocabulary (ids used as-is as Lumos text ids).
 CHAMELEON_TEXT_VOCAB_SIZE = 65536
@@ -36,7 +51,7 @@ def chameleon_number_ids(n: int) -> list[int]:
     return [CHAMELEON_DIGIT_BASE + int(d) for d in str(n)]
 
 
-def reserved_text_ids(vocab: "LumosVocab") -> tuple[int, ...]:
+def reserved_text_ids(vocab: VocabIds) -> tuple[int, ...]:
     """Sorted text ids that no foreign text token may be mapped to.
 
     BOS/pad, frame start/end, new-line, every size token, separator, mask and video start/end.
@@ -136,7 +151,7 @@ def _cached_map(tokenizer_size: int, text_vocab_size: int, reserved: tuple[int, 
     return TextIdMap(tokenizer_size, text_vocab_size, reserved)
 
 
-def build_text_id_map(vocab: "LumosVocab", tokenizer_size: int) -> TextIdMap:
+def build_text_id_map(vocab: VocabIds, tokenizer_size: int) -> TextIdMap:
     """The :class:`TextIdMap` of a ``tokenizer_size``-id foreign tokenizer in ``vocab``."""
     # Checked before the cache, whose key would confuse True with 1.
     if (

@@ -96,7 +96,9 @@ def run_layout(out_path: Path, overrides: List[str]) -> None:
 
     vocab = LumosVocab(vocab_size=cfg.model.vocab_size)
     config = build_transformer_config(cfg)
-    chunks = wrap_ddp(cfg, config, build_model_chunks(cfg, config))
+    from lumos_megatron.objective import build_objective
+
+    chunks = wrap_ddp(cfg, config, build_model_chunks(cfg, config, build_objective(cfg, vocab).loss_head()))
     # The optimizer is never stepped; it supplies the loss-scale hook training uses.
     attach_schedule_hooks(config, chunks, build_optimizer(cfg, chunks))
     feed = DataFeed(cfg, vocab, build_data_streams(cfg, vocab), layout.dp,

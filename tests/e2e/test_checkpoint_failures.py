@@ -64,7 +64,9 @@ def test_a_second_run_on_the_same_save_directory_refuses_and_a_killed_owner_is_t
     save = tmp_path / "ckpt"
     cmd, env = train_command(["--config", str(TINY_RECIPE), "--train-iters", "1000", "--save", str(save),
                               "--save-interval", "2"])
-    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Its own process group: the kill below takes any child it forked too (a checkpoint writer).
+    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
     try:
         deadline = time.time() + 240
         while read_latest(save) is None and time.time() < deadline and first.poll() is None:
@@ -77,7 +79,7 @@ def test_a_second_run_on_the_same_save_directory_refuses_and_a_killed_owner_is_t
         (line,) = _errors(second)
         assert f"{save} is the save directory of another live run (PID {first.pid} on host" in line
     finally:
-        first.send_signal(signal.SIGKILL)  # a node failure: no clean exit, the record stays
+        os.killpg(first.pid, signal.SIGKILL)  # a node failure: no clean exit, the record stays
         first.wait()
     assert read_owner(save).pid == first.pid
     latest = read_latest(save)

@@ -7,7 +7,7 @@ intervals, the exponent compared with the true optimum of the law along the ladd
 from __future__ import annotations
 
 import csv
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from conftest import REPO, TINY_RECIPE
+from conftest import TINY_RECIPE
 
 E, ALPHA, BETA, A = 1.9, 0.32, 0.30, 300.0
 NOISE = 0.002
@@ -23,10 +23,8 @@ BUDGETS = ("1e19", "1e20", "1e21", "1e22", "1e23")
 
 
 def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"scaling_{name}", REPO / "tools" / "scaling" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The command's module, ``lumos_megatron.cli.<name>`` (lumos-ladder, lumos-collect, lumos-fit)."""
+    return importlib.import_module(f"lumos_megatron.cli.{name}")
 
 
 def _law(b: float):
@@ -76,7 +74,7 @@ def _true_exponent(runs, key, law, budgets):
 @pytest.mark.parametrize("size_by", ["non-embedding", "total"])
 def test_ladder_to_fit_recovers_the_law_in_the_ladders_terms(size_by, tmp_path):
     out = tmp_path / "ladder"
-    assert _tool("make_ladder").main([
+    assert _tool("ladder").main([
         "--base", str(TINY_RECIPE), "--set", "data.seq_length=72", "--out", str(out),
         "--n-min", "1e8", "--n-max", "2e11", "--head-dim", "128", "--aspect", "64", "--ffn-ratio", "2.75",
         "--ffn-multiple", "16", "--nodes", "1", "--gpus-per-node", "1", "--size-by", size_by,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lumos_megatron.config import parse_cli
-from lumos_megatron.models.attention.backends.te_bias_backend import transformer_engine_problem
+from lumos_megatron.models.attention.te_availability import transformer_engine_problem
 from lumos_megatron.models.frame_mask import frame_segment_ids, mask_from_segment_ids
 from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
 

@@ -7,7 +7,7 @@ import torch
 
 from lumos_megatron.config import parse_cli
 from lumos_megatron.data.mock import MockVideoDataset
-from lumos_megatron.models.attention.backends.te_bias_backend import transformer_engine_problem
+from lumos_megatron.models.attention.te_availability import transformer_engine_problem
 from lumos_megatron.models.inputs import build_model_inputs
 from lumos_megatron.objective import build_objective
 from lumos_megatron.vocab import LumosVocab

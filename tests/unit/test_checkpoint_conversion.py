@@ -207,7 +207,7 @@ def test_bad_imports_exit_2_with_one_line(tmp_path, capsys, case):
     capsys.readouterr()
     assert _convert("import-hf", "--hf-dir", str(hf), "--out", str(out)) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("convert.py import-hf: error:") and expected in err[0], err
+    assert len(err) == 1 and err[0].startswith("lumos-convert import-hf: error:") and expected in err[0], err
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
 
@@ -268,7 +268,7 @@ def test_null_config_field_through_the_command_line(tmp_path):
                           env=env)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
-    assert lines[0] == (f"convert.py import-hf: error: {hf / 'config.json'}: field 'initializer_range' must be a "
+    assert lines[0] == (f"lumos-convert import-hf: error: {hf / 'config.json'}: field 'initializer_range' must be a "
                         "number > 0, found null")
     assert not (tmp_path / "out").exists()
 
@@ -335,7 +335,7 @@ def test_inspect_names_a_missing_common_pt_and_says_when_there_is_no_manifest(tm
     common.unlink()
     assert inspect_main([str(tmp_path / "ckpt")]) == 2
     (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert line == (f"inspect.py: error: {common} is missing: the checkpoint is incomplete; pick another "
+    assert line == (f"lumos-inspect: error: {common} is missing: the checkpoint is incomplete; pick another "
                     "iteration with --iteration N")
 
 

@@ -5,7 +5,6 @@ status 2, and no partial output (an injected ENOSPC in the writer)."""
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 from pathlib import Path
 
@@ -13,8 +12,6 @@ import numpy as np
 import pytest
 
 from lumos_megatron.conversion.cli import convert_main
-
-from conftest import REPO
 
 _ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -48,7 +45,7 @@ def test_import_and_export_on_a_full_disk(tmp_path, capsys, monkeypatch, officia
         capsys.readouterr()
         assert convert_main(["import-hf", "--hf-dir", str(official), "--out", str(tmp_path / "ckpt"),
                              "--no-progress"]) == 2
-    line = _one_error_line(capsys, "convert.py import-hf: error: no space left on ")
+    line = _one_error_line(capsys, "lumos-convert import-hf: error: no space left on ")
     assert "need about 0.07 GB" in line  # the source safetensors
     assert not (tmp_path / "ckpt").exists() and not list(tmp_path.glob(".ckpt*"))
     with monkeypatch.context() as patch:
@@ -56,7 +53,7 @@ def test_import_and_export_on_a_full_disk(tmp_path, capsys, monkeypatch, officia
         capsys.readouterr()
         assert convert_main(["export-hf", "--load", str(tmp_path / "ok"), "--out", str(tmp_path / "back"),
                              "--no-progress"]) == 2
-    _one_error_line(capsys, "convert.py export-hf: error: no space left on ")
+    _one_error_line(capsys, "lumos-convert export-hf: error: no space left on ")
     assert not (tmp_path / "back").exists() and not list(tmp_path.glob(".back*"))
 
 
@@ -84,9 +81,7 @@ def test_a_sample_written_to_a_full_disk_leaves_no_partial_files(tmp_path, monke
 
 
 def test_pretokenize_on_a_full_disk(tmp_path, capsys, monkeypatch):
-    spec = importlib.util.spec_from_file_location("pretokenize_cli", REPO / "tools" / "pretokenize.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    from lumos_megatron.cli import pretokenize as cli
     import lumos_megatron.data.pretokenize as pretokenize
 
     out = tmp_path / "out"
@@ -96,5 +91,5 @@ def test_pretokenize_on_a_full_disk(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert cli.main(["--manifest", str(tmp_path / "m.csv"), "--output", str(out), "--text-tokenizer", "t",
                      "--video-tokenizer", "v"]) == 2
-    line = _one_error_line(capsys, f"pretokenize: no space left on {out}: need about 0.00 GB")
+    line = _one_error_line(capsys, f"lumos-pretokenize: error: no space left on {out}: need about 0.00 GB")
     assert "the partial shard was removed" in line

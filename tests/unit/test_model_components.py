@@ -3,6 +3,8 @@
 import math
 
 import torch
+
+from lumos_megatron.objective import build_objective
 import torch.nn.functional as F
 
 from lumos_megatron.config import parse_cli
@@ -93,7 +95,7 @@ def test_model_forward_logits_and_per_token_loss(megatron_single_process):
     from lumos_megatron.models.lumos_model import build_model_chunks
 
     cfg = parse_cli(["--config", str(TINY_RECIPE), "model.num_layers=1", "ardf.enabled=false"])
-    (model,) = build_model_chunks(cfg)
+    (model,) = build_model_chunks(cfg, loss_head=build_objective(cfg).loss_head())
     assert sum(p.numel() for p in model.parameters()) > 0
     names = dict(model.named_parameters())
     assert "output_layer.weight" in names and "embedding.word_embeddings.weight" in names  # untied
@@ -115,7 +117,7 @@ def test_position_ids_change_the_output(megatron_single_process):
     from lumos_megatron.models.lumos_model import build_model_chunks
 
     cfg = parse_cli(["--config", str(TINY_RECIPE), "model.num_layers=1"])
-    (model,) = build_model_chunks(cfg)
+    (model,) = build_model_chunks(cfg, loss_head=build_objective(cfg).loss_head())
     tokens = torch.randint(0, 65600, (1, 8))
     a = model(tokens, torch.arange(8)[None], None)
     b = model(tokens, (torch.arange(8)[None] * 3), None)
@@ -130,7 +132,7 @@ def test_ardf_model_loss_is_the_visual_ce_of_its_own_logits(megatron_single_proc
     from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
 
     cfg = parse_cli(["--config", str(TINY_RECIPE), "model.num_layers=1", "ardf.loss_chunk_rows=3"])
-    (model,) = build_model_chunks(cfg)
+    (model,) = build_model_chunks(cfg, loss_head=build_objective(cfg).loss_head())
     vocab = LumosVocab(vocab_size=65600)
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 65600, (2, 10), generator=gen)

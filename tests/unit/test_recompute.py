@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from lumos_megatron.objective import build_objective
+
 from lumos_megatron.config import ConfigError, parse_cli
 from lumos_megatron.data.indexed import labels_for
 from lumos_megatron.models.recompute import (
@@ -32,7 +34,7 @@ def _loss_and_grads(cfg):
         length = int((row != VOCAB.pad).nonzero().max()) + 1
         samples.append((row[:length].clone(), labels_for(row[:length], VOCAB)))
     batch = training_batch(samples, [0, 1], 0, cfg, VOCAB)
-    model = build_model_chunks(cfg)[0]
+    model = build_model_chunks(cfg, loss_head=build_objective(cfg).loss_head())[0]
     model.train()
     # With the data side's loss rows, as training passes them (forward_step).
     loss = model(batch["tokens"], batch["position_ids"], batch["attention_mask"], labels=batch["labels"],
@@ -60,7 +62,8 @@ def test_recompute_gives_identical_loss_and_gradients(megatron_single_process, g
 def test_recompute_num_layers_recomputes_the_first_layers_only(megatron_single_process):
     from lumos_megatron.models.lumos_model import build_model_chunks
 
-    model = build_model_chunks(_cfg("model.recompute_granularity=full", "model.recompute_num_layers=2"))[0]
+    cfg = _cfg("model.recompute_granularity=full", "model.recompute_num_layers=2")
+    model = build_model_chunks(cfg, loss_head=build_objective(cfg).loss_head())[0]
     kinds = [isinstance(layer, RecomputedTransformerLayer) for layer in model.decoder.layers]
     assert kinds == [True, True, False]
     assert layers_to_recompute(None, 4, None) == 0

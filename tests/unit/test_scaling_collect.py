@@ -1,4 +1,4 @@
-"""tools/scaling/collect.py on synthetic run directories (TensorBoard events written as the
+"""lumos-collect (tools/scaling/collect.py) on synthetic run directories (TensorBoard events written as the
 trainer writes them): validation loss and its fallback, tokens, supervised tokens, FLOPs, the
 run-configuration search order, resumed runs, per-evaluation rows, and bad runs."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -16,8 +15,9 @@ from lumos_megatron.config import dump_config, load_recipe
 from lumos_megatron.training.flops import flops_per_token
 from lumos_megatron.models.parameter_counts import parameter_counts
 from lumos_megatron.scaling.ladder.collect import COLUMNS, RunCollectError, collect_run
+from lumos_megatron.cli import collect as collect_cli
 
-from conftest import REPO, TINY_RECIPE
+from conftest import TINY_RECIPE
 
 SEQ, GBS = 96, 8  # tiny_cpu.yaml
 
@@ -113,10 +113,7 @@ def test_unusable_runs(tmp_path):
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("collect", REPO / "tools" / "scaling" / "collect.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return collect_cli.main
 
 
 def test_cli_skips_bad_runs_and_exits_2_without_rows(tmp_path, capsys):

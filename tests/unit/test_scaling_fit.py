@@ -1,11 +1,10 @@
-"""Scaling-law fitting (tools/scaling/fit.py, lumos_megatron.scaling): Approach 3 on the Chinchilla
+"""Scaling-law fitting (lumos-fit, tools/scaling/fit.py, lumos_megatron.scaling): Approach 3 on the Chinchilla
 points and on synthetic ladders, the bootstrap, Approach 2, the allocation formulas, the outputs and
 the input errors."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -27,9 +26,10 @@ from lumos_megatron.scaling.fit.allocation import (
 from lumos_megatron.scaling.fit.approach3 import fit_approach3
 from lumos_megatron.scaling.fit.approach2 import fit_approach2
 from lumos_megatron.scaling.fit.report import _optimum_provenance
+from lumos_megatron.cli import fit as fit_cli
 
 REPO = Path(__file__).resolve().parents[2]
-FIT_CLI = REPO / "tools" / "scaling" / "fit.py"
+FIT_CLI = REPO / "tools" / "scaling" / "fit.py"  # the wrapper of lumos-fit
 CHINCHILLA = REPO / "tests" / "data" / "chinchilla_figure4_points.csv"
 PARAMS = ("E", "A", "B", "alpha", "beta")
 TRUTH = {"E": 1.8, "A": 400.0, "B": 1500.0, "alpha": 0.34, "beta": 0.3}
@@ -188,10 +188,7 @@ def test_allocation_formula_matches_numeric_minimisation(k):
 
 
 def _load_cli():
-    spec = importlib.util.spec_from_file_location("scaling_fit_cli", FIT_CLI)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return fit_cli
 
 
 def test_flops_column_sets_the_allocation_factor(tmp_path):
@@ -229,7 +226,7 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, capsys):
         _write_runs(runs, columns, rows)
     assert _load_cli().main(["--runs", str(runs), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("fit.py: error:")
+    assert err.count("\n") == 1 and err.startswith("lumos-fit: error:")
     assert not (tmp_path / "out").exists()
 
 

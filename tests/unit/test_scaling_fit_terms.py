@@ -5,7 +5,6 @@ and the allocation along the measured FLOPs per token."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,17 +19,14 @@ from lumos_megatron.scaling.fit.bootstrap import resample_counts
 from lumos_megatron.scaling.fit.lbfgs import minimize_batched
 from lumos_megatron.scaling.fit.objective import Approach3Objective
 from lumos_megatron.scaling.fit.table import RunsInputError, read_runs_csv
+from lumos_megatron.cli import fit as fit_cli
 
-REPO = Path(__file__).resolve().parents[2]
 TRUTH = {"E": 1.8, "A": 400.0, "B": 1500.0, "alpha": 0.34, "beta": 0.3}
 GRID = [(n, d) for n in np.geomspace(1e7, 1e10, 4) for d in np.geomspace(1e9, 1e12, 3)]
 
 
 def _fit_cli():
-    spec = importlib.util.spec_from_file_location("fit_cli", REPO / "tools" / "scaling" / "fit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return fit_cli.main
 
 
 def _csv(path: Path, rows, extra=None) -> Path:

@@ -4,7 +4,6 @@ same launcher checks as the shipped launchers (tests/unit/test_recipes_and_launc
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shlex
@@ -25,6 +24,7 @@ from lumos_megatron.scaling.ladder.hparam_rule import (
 from lumos_megatron.scaling.ladder.shapes import ShapeRule, kv_groups, ladder_shapes, shape_for_width
 from lumos_megatron.training.flops import flops_per_token
 from lumos_megatron.models.parameter_counts import parameter_counts
+from lumos_megatron.cli import ladder as ladder_cli
 
 from conftest import REPO, TINY_RECIPE
 from test_recipes_and_launchers import BASH, SCRIPTS, _dry_env, _known_flag, _sbatch_directives
@@ -38,10 +38,7 @@ GPU_ARGS = ["--base", str(BASE_1B), "--n-min", "2e7", "--n-max", "1.2e9", "--num
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("make_ladder", REPO / "tools" / "scaling" / "make_ladder.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return ladder_cli.main
 
 
 def test_default_family_reproduces_the_1b_recipe_shape():

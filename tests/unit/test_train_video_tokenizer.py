@@ -1,24 +1,13 @@
-"""tools/train_video_tokenizer.py: a short CPU run improves held-out PSNR, resumes exactly, and its
-checkpoint loads with load_video_tokenizer."""
-
-import importlib.util
+"""lumos-train-video-tokenizer (tools/train_video_tokenizer.py): a short CPU run improves held-out
+PSNR, resumes exactly, its checkpoint loads with load_video_tokenizer, and bad settings fail with one
+line and status 2."""
 
 import pytest
 import torch
 
-from conftest import REPO, read_scalars
+from conftest import read_scalars
+from lumos_megatron.cli import train_video_tokenizer as tool
 from lumos_megatron.tokenizers.video import FSQVideoTokenizer, load_fsq_checkpoint, load_video_tokenizer
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("train_video_tokenizer",
-                                                  REPO / "tools" / "train_video_tokenizer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
 
 # Tiny widths, 32-px crops of 5 frames (2 latent frames) and few decoded frames per clip keep the
 # whole file to a few seconds of CPU.
@@ -30,8 +19,8 @@ TINY_ARGS = ["--crop", "32", "--frames", "5", "--short-side", "40", "--max-clip-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsq_train")
-    summary = tool.main(["--output", str(out), "--steps", "60", "--eval-interval", "20",
-                         "--tensorboard-dir", str(out / "tb"), *TINY_ARGS])
+    summary = tool.train(["--output", str(out), "--steps", "60", "--eval-interval", "20",
+                          "--tensorboard-dir", str(out / "tb"), *TINY_ARGS])
     return out, summary
 
 
@@ -60,18 +49,26 @@ def test_checkpoint_loads_and_encodes_a_clip(trained):
 
 def test_resume_continues_exactly(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    tool.main(["--output", str(straight), "--steps", "12", "--eval-interval", "6", *TINY_ARGS])
-    tool.main(["--output", str(resumed), "--steps", "6", "--eval-interval", "6", *TINY_ARGS])
-    summary = tool.main(["--output", str(resumed), "--steps", "12", "--eval-interval", "6", "--resume",
-                         *TINY_ARGS])
+    tool.train(["--output", str(straight), "--steps", "12", "--eval-interval", "6", *TINY_ARGS])
+    assert tool.main(["--output", str(resumed), "--steps", "6", "--eval-interval", "6", *TINY_ARGS]) == 0
+    summary = tool.train(["--output", str(resumed), "--steps", "12", "--eval-interval", "6", "--resume",
+                          *TINY_ARGS])
     a, b = load_fsq_checkpoint(straight / "last.pt"), load_fsq_checkpoint(resumed / "last.pt")
     assert a["step"] == b["step"] == summary["steps"] == 12
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
 
 
-def test_bad_arguments_fail_clearly(tmp_path):
-    with pytest.raises(SystemExit, match="multiple of 8"):
-        tool.main(["--output", str(tmp_path), "--crop", "30"])
-    with pytest.raises(SystemExit, match="not found"):
-        tool.main(["--output", str(tmp_path), "--clips", str(tmp_path / "none.mp4"), *TINY_ARGS])
+def test_bad_arguments_fail_clearly(tmp_path, capsys):
+    with pytest.raises(tool.TokenizerTrainingError, match="multiple of 8"):
+        tool.train(["--output", str(tmp_path), "--crop", "30"])
+    with pytest.raises(tool.TokenizerTrainingError, match="not found"):
+        tool.train(["--output", str(tmp_path), "--clips", str(tmp_path / "none.mp4"), *TINY_ARGS])
+    capsys.readouterr()
+    assert tool.main(["--output", str(tmp_path), "--crop", "30"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["lumos-train-video-tokenizer: error: --crop must be a positive multiple of 8, got 30"]
+    assert tool.main(["--output", str(tmp_path), "--clips", str(tmp_path / "none.mp4"), *TINY_ARGS]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("lumos-train-video-tokenizer: error: video file(s) not found")
+    assert not list(tmp_path.iterdir())  # nothing written

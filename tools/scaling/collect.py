@@ -1,95 +1,18 @@
-"""Collect training runs into the CSV a scaling-law fit reads (one row per run, or per evaluation).
+"""Collect training runs into the CSV a scaling-law fit reads.
 
-    python tools/scaling/collect.py RUN_DIR [RUN_DIR ...] --out runs.csv [--per-eval]
-        [--loss final|smoothed] [--smooth-last K] [--size-by non-embedding|total]
-        [--text-tokens T --frames F --grid H W]
-
-A RUN_DIR is a ladder run's directory (make_ladder's DIR/<run>, the launcher's OUT): TensorBoard
-events under RUN_DIR/tensorboard and its configuration from checkpoints/iter_*/run_config.yaml,
-run_config.yaml or recipe.yaml (docs/scaling_ladders.md). Columns: name, params (the ladder's size
-measure, see size_by), size_by, non_embedding_params, total_params, tokens, loss, loss_source
-(validation | train), flops (our model FLOPs reached), budget (the ladder's label, on the final row
-of a finished run), loss_final, loss_smoothed, supervised_tokens, iteration, train_iters,
-evaluations, run, run_dir. --size-by overrides the ladder's measure (default for runs no ladder
-planned: total). Unusable runs are reported on stderr and skipped; a run that stopped before its
-planned iterations is collected with a warning and no budget; exit status 2 when no run gives a row.
+The same as the console script ``lumos-collect`` (``lumos_megatron.cli.collect``); see
+``python tools/scaling/collect.py --help``.
 """
 
-from __future__ import annotations
-
-import argparse
-import csv
 import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+# This folder holds scripts (collect.py, fit.py, ...) that must not shadow modules of those names.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
 
-
-class _OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line on stderr, exit status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = _OneLineParser(prog="collect.py", description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
-    p.add_argument("--out", required=True, help="CSV to write")
-    p.add_argument("--per-eval", action="store_true", help="one row per evaluation point")
-    p.add_argument("--loss", choices=("final", "smoothed"), default="final",
-                   help="which validation loss goes into the loss column (default: the last evaluation)")
-    p.add_argument("--smooth-last", type=int, default=3, help="evaluations averaged by loss_smoothed")
-    p.add_argument("--size-by", choices=("non-embedding", "total"), default=None,
-                   help="parameter count of the params column (default: the ladder's, else total)")
-    p.add_argument("--text-tokens", type=int, default=None, help="sample layout of real-data runs")
-    p.add_argument("--frames", type=int, default=None)
-    p.add_argument("--grid", type=int, nargs=2, default=None, metavar=("H", "W"))
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from lumos_megatron.training.flops import DataLayout
-    from lumos_megatron.scaling.ladder.collect import COLUMNS, RunCollectError, collect_run
-
-    if args.smooth_last < 1:
-        print("collect.py: error: --smooth-last must be >= 1", file=sys.stderr)
-        return 2
-    given = (args.text_tokens, args.frames, args.grid)
-    if any(v is not None for v in given) and any(v is None for v in given):
-        print("collect.py: error: give all of --text-tokens, --frames and --grid, or none", file=sys.stderr)
-        return 2
-    layout = DataLayout(args.text_tokens, args.frames, tuple(args.grid)) if args.grid else None
-    rows = []
-    for i, run in enumerate(args.runs, 1):
-        try:
-            got = collect_run(Path(run), args.smooth_last, args.per_eval, args.loss, layout,
-                              args.size_by.replace("-", "_") if args.size_by else None)
-        except (RunCollectError, ValueError, OSError) as err:
-            print(f"collect.py: skipping {run}: {err}", file=sys.stderr)
-            continue
-        rows += got
-        last = got[-1]
-        print(f"[{i}/{len(args.runs)}] {run}: {len(got)} row(s), loss {last['loss']:.4f} "
-              f"({last['loss_source']}), N = {last['params']} {last['size_by']}", file=sys.stderr)
-        if last["train_iters"] and last["iteration"] < last["train_iters"]:
-            print(f"collect.py: warning: {run} stopped at iteration {last['iteration']} of "
-                  f"{last['train_iters']}; its rows carry no budget", file=sys.stderr)
-    if not rows:
-        print("collect.py: error: no usable run", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {len(rows)} row(s) to {out}")
-    return 0
-
+from lumos_megatron.cli.base import run  # noqa: E402
+from lumos_megatron.cli.collect import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -27,8 +27,8 @@ import torch
 from megatron.core import tensor_parallel
 from megatron.core.transformer.module import MegatronModule
 
-from lumos_megatron.config.loader import ConfigError
-from lumos_megatron.models.attention.backends.te_bias_backend import transformer_engine_problem
+from lumos_megatron.config.recipe import ConfigError
+from lumos_megatron.models.attention.te_availability import transformer_engine_problem
 from lumos_megatron.models.frame_mask import mask_from_segment_ids
 
 __all__ = ["TEBiasCoreAttention", "frame_causal_attention_bias", "import_transformer_engine"]

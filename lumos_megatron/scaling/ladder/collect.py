@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from lumos_megatron.checkpoint.directory import CheckpointError
-from lumos_megatron.checkpoint.run_config import read_run_config
+from lumos_megatron.config.stored import read_run_config
 from lumos_megatron.config import ConfigError, LumosConfig, load_recipe
 from lumos_megatron.training.flops import DataLayout, flops_per_token
 from lumos_megatron.models.parameter_counts import parameter_counts

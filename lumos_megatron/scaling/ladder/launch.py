@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List
 
+from lumos_megatron.units import si
 from lumos_megatron.config import dump_config
 from lumos_megatron.scaling.ladder.hparam_rule import RULE_CITATION, RULE_NAME
 from lumos_megatron.scaling.ladder.plan import LadderRun, LadderSpec, tokens_per_param
@@ -133,13 +134,6 @@ def manifest(runs: List[LadderRun], spec: LadderSpec, launch: LaunchSpec, layout
     }
 
 
-def _si(x: float) -> str:
-    for scale, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g}{suffix}"
-    return f"{x:.3g}"
-
-
 def markdown_table(runs: List[LadderRun], spec: LadderSpec, launch: LaunchSpec) -> str:
     """The ladder as a markdown table, with estimated GPU-hours at the assumed MFU."""
     n_name = "N non-emb" if spec.size_by == "non_embedding" else "N total"
@@ -153,8 +147,8 @@ def markdown_table(runs: List[LadderRun], spec: LadderSpec, launch: LaunchSpec) 
         peaks.add(f"{peak:g} TFLOP/s dense {compute_dtype(r.cfg.train.precision)} peak")
         hours = gpu_hours(r.flops, peak, launch.mfu)
         total += hours
-        lines.append(f"| {r.name} | {_si(r.shape.params(spec.size_by))} | {_si(r.shape.total_params)} | "
-                     f"{_si(r.tokens)} | {tokens_per_param(r, spec.size_by):.3g} | {r.flops:.3g} | "
+        lines.append(f"| {r.name} | {si(r.shape.params(spec.size_by))} | {si(r.shape.total_params)} | "
+                     f"{si(r.tokens)} | {tokens_per_param(r, spec.size_by):.3g} | {r.flops:.3g} | "
                      f"{r.flops_6nd(spec.size_by):.3g} | {r.hparams.train_iters} | "
                      f"{r.hparams.global_batch_size} | {r.hparams.lr:.3g} | {hours:.3g} |")
     lines.append(f"\n{len(runs)} runs, {total:.3g} GPU-hours on {launch.gpu.upper()} at {launch.mfu:.0%} MFU "

@@ -4,9 +4,8 @@ Needs TransformerEngine (``pip install -e '.[te]'``, CUDA only). The [b, 1, s, s
 the compute dtype on the GPU, so it is never copied host-to-device per micro-batch.
 """
 
-from typing import Optional
-
 from lumos_megatron.models.attention.backends import AttentionBackend
+from lumos_megatron.models.attention.te_availability import transformer_engine_problem
 
 
 def additive_bias(segment_ids, dtype=None, document_ids=None):
@@ -16,18 +15,6 @@ def additive_bias(segment_ids, dtype=None, document_ids=None):
     from lumos_megatron.models.attention.te_bias import frame_causal_attention_bias
 
     return frame_causal_attention_bias(segment_ids, dtype or torch.float32, document_ids)
-
-
-def transformer_engine_problem(training: bool = True) -> Optional[str]:
-    """One line saying why ``transformer_engine.pytorch`` cannot be imported, or None if it can."""
-    try:
-        import transformer_engine.pytorch  # noqa: F401
-    except Exception as err:  # ImportError, or OSError/RuntimeError from a broken CUDA stack
-        reason = (str(err).splitlines() or [""])[0]
-        return ("model.attention_backend='te_bias' needs TransformerEngine, which cannot be "
-                f"imported here ({type(err).__name__}: {reason}); install it on a CUDA machine "
-                "with `pip install -e '.[te]'`, or use model.attention_backend=sdpa (flex on GPU)")
-    return None
 
 
 BACKEND = AttentionBackend(

@@ -1,4 +1,9 @@
-"""The run configuration stored in every checkpoint directory (``run_config.yaml``)."""
+"""The run configuration stored in every checkpoint directory (``run_config.yaml``).
+
+It lives with the configuration, not with the checkpoint code: reading it needs only the
+checkpoint directory's layout (``checkpoint.directory``), and the checkpoint package never
+imports the configuration.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from typing import Optional
 
 from lumos_megatron.checkpoint import directory as ckpt_dir
 from lumos_megatron.checkpoint.directory import CheckpointError
-from lumos_megatron.config import ConfigError, LumosConfig, load_recipe
+from lumos_megatron.config.recipe import ConfigError, load_recipe
+from lumos_megatron.config.schema import LumosConfig
 
 
 def resolve_checkpoint_dir(path: str | Path, iteration: Optional[int] = None) -> Path:

@@ -1,0 +1,1 @@
+"""The command-line entry points (``lumos-*`` console scripts) and their one parser style."""
