@@ -29,7 +29,8 @@ def find_nvcc():
 
 
 NVCC = find_nvcc()
-pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc not found (no CUDA toolkit)")
+# slow: an external nvcc build of every kernel file (tens of seconds each)
+pytestmark = [pytest.mark.skipif(NVCC is None, reason="nvcc not found (no CUDA toolkit)"), pytest.mark.slow]
 
 
 def nvcc_command(source: Path, obj: Path):

@@ -3,12 +3,15 @@ that the script (its steps, the benchmarks' options, the results file) does not 
 
 import subprocess
 
+import pytest
+
 from conftest import REPO
 
 STEPS = ("extension kernels", "GPU tests (tests/gpu)", "attention benchmark", "loss benchmark",
          "decode benchmark", "generation benchmark", "training throughput")
 
 
+@pytest.mark.slow  # runs the whole device script end to end (about a minute)
 def test_gpu_suite_dry_run(tmp_path):
     proc = subprocess.run(["bash", str(REPO / "tools" / "bench" / "gpu_suite.sh"), "--dry-run", "--out", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=900)

@@ -22,6 +22,7 @@ def test_quickstart_without_its_extra_exits_2_with_one_line(tmp_path, monkeypatc
     monkeypatch.syspath_prepend(folder)
     spec = importlib.util.spec_from_file_location("run_quickstart", f"{folder}/run_quickstart.py")
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "run_quickstart", module)  # its dataclasses look themselves up
     spec.loader.exec_module(module)
     assert module.main([str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -121,6 +121,7 @@ def test_fsq_and_cosmos_shards_read_back_into_training_batches(tmp_path, media, 
         assert batch["loss_mask"].sum() > 0
 
 
+@pytest.mark.slow  # kills a multi-process run and resumes it
 def test_killed_run_resumes_to_the_same_dataset(tmp_path, media, fsq_checkpoint):
     rows = [(p, c) for p, c in zip(media["good"] * 2, CAPTIONS * 2)][:5] + [(media["missing"], "x")]
     manifest = _manifest(tmp_path / "m.jsonl", rows)
