@@ -65,6 +65,6 @@ def ardf_batch(samples: Sequence[Sample], sample_indices: Sequence[int], iterati
                 for (t, l), i in zip(samples, sample_indices)]
     tokens, labels = pad_samples(prepared, seq_length or cfg.data.seq_length, vocab, sample_indices)
     keys = [sample_random_key(cfg.train.seed, iteration, i, PURPOSE_TUBE_MASK) for i in sample_indices]
-    result = tube_mask_from_keys(tokens, labels, vocab, keys, cfg.ardf.min_mask_ratio)
+    result = tube_mask_from_keys(tokens, labels, vocab, keys, cfg.ardf.min_mask_ratio, cfg.ardf.mask_pattern)
     result.lengths = sample_lengths(prepared)
     return result

@@ -30,7 +30,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from lumos_megatron.ops import tube_mask_apply
-from lumos_megatron.ops.tube_patterns import apply_tube_patterns
+from lumos_megatron.ops.tube_patterns import apply_tube_patterns, frame_patterns
 from lumos_megatron.ops.counter_rng import mix32_int, key_base
 from lumos_megatron.vocab import IGNORE_INDEX, LumosVocab
 
@@ -138,14 +138,20 @@ def ratio_uniform(key: int) -> float:
 
 
 def tube_mask_from_keys(tokens: torch.Tensor, labels: torch.Tensor, vocab: LumosVocab,
-                           keys: Sequence[int], min_ratio: float = 0.7) -> TubeMaskResult:
+                        keys: Sequence[int], min_ratio: float = 0.7, pattern: str = "tube") -> TubeMaskResult:
     """Tube masking with one counter-based random key per sample (training path).
 
     ``keys[b]`` is a non-negative int64 id (see :func:`lumos_megatron.ardf.sample_random_key`);
     the ratio comes from :func:`ratio_uniform` and the spatial pattern marks the ``n`` positions
     with the smallest counter keys (``lumos_megatron.ops.tube_pattern``). The pass that applies
     the patterns is ``ops.tube_mask_apply`` (csrc kernel or its reference).
+
+    ``pattern="random"`` (``ardf.mask_pattern``, the ablation) gives every latent frame its own
+    pattern (``ops.tube_patterns.frame_patterns``: same ratio, same count, same first frame), in
+    PyTorch rather than the fused kernel.
     """
+    if pattern not in ("tube", "random"):
+        raise ValueError(f"mask pattern {pattern!r}: expected 'tube' or 'random'")
     _check_batch(tokens, labels)
     if len(keys) != tokens.shape[0]:
         raise ValueError(f"{len(keys)} keys (random streams) for a batch of {tokens.shape[0]} samples")
@@ -157,6 +163,17 @@ def tube_mask_from_keys(tokens: torch.Tensor, labels: torch.Tensor, vocab: Lumos
         period = first_run_length(content[b].cpu())
         periods.append(period)
         counts.append(num_masked_for(period, ratio[b]) if period else 0)
+    if pattern == "random":
+        patterns = []
+        for b in range(tokens.shape[0]):
+            if not periods[b] or not counts[b]:
+                patterns.append(None)
+                continue
+            frames = -(-int(content[b].sum()) // periods[b])
+            patterns.append(frame_patterns(int(keys[b]), periods[b], counts[b], frames))
+        out_tokens, out_labels, masked = apply_tube_patterns(tokens, labels, content, patterns, vocab.mask,
+                                                             IGNORE_INDEX)
+        return TubeMaskResult(out_tokens, out_labels, masked, content, ratio)
     dev = tokens.device
     as_long = dict(dtype=torch.long, device=dev)
     out_tokens, out_labels, masked = tube_mask_apply(

@@ -115,8 +115,25 @@ def apply_mapping(cfg: LumosConfig, mapping: Dict[str, Any], source: str) -> Non
                 raise ConfigError(f"{source}: {err}") from None
 
 
+RECIPE_DIR = "${recipe_dir}"
+"""In a recipe's string values, the directory of the recipe file itself: a path written as
+``${recipe_dir}/..`` moves with the file (the importer's ``checkpoint.load`` does this, so a
+moved checkpoint still loads)."""
+
+
+def _expand_recipe_dir(value: Any, directory: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(RECIPE_DIR, directory)
+    if isinstance(value, dict):
+        return {k: _expand_recipe_dir(v, directory) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_recipe_dir(v, directory) for v in value]
+    return value
+
+
 def load_recipe(path: str | Path, cfg: Optional[LumosConfig] = None) -> LumosConfig:
-    """Read a YAML recipe onto ``cfg`` (a fresh default config when None)."""
+    """Read a YAML recipe onto ``cfg`` (a fresh default config when None); ``${recipe_dir}`` in
+    its values is the recipe file's directory."""
     cfg = cfg if cfg is not None else LumosConfig()
     path = Path(path)
     if not path.is_file():
@@ -125,7 +142,7 @@ def load_recipe(path: str | Path, cfg: Optional[LumosConfig] = None) -> LumosCon
         mapping = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    apply_mapping(cfg, mapping, str(path))
+    apply_mapping(cfg, _expand_recipe_dir(mapping, str(path.resolve().parent)), str(path))
     return cfg
 
 

@@ -248,6 +248,11 @@ class ARDFConfig:
     next-token CE over the full vocabulary (a baseline, not the Lumos objective)."""
     min_mask_ratio: float = 0.7
     """Lower clamp of the cosine mask ratio r = max(cos(pi*u/2), min) (official 0.7)."""
+    mask_pattern: Literal["tube", "random"] = "tube"
+    """``tube`` (official): one spatial pattern repeated in every latent frame. ``random`` (the
+    paper's ablation): an independent pattern per latent frame, with the same ratio and the same
+    first frame, drawn from the same per-sample random key, so the arms differ only in the
+    pattern (random leaks each frame's content through the others' unmasked positions)."""
     cfg_drop_prob: float = 0.1
     """Probability of dropping the text condition of an eligible sample (official 0.1)."""
     max_latent_frames: int = 7

@@ -4,7 +4,8 @@ Output (``--out C``), a checkpoint root in Megatron's convention::
 
     C/latest_checkpointed_iteration.txt        "0"
     C/iter_0000000/                            torch_dist: model weights only (no optimizer)
-    C/iter_0000000/run_config.yaml             a recipe: the model, checkpoint.load = C, finetune
+    C/iter_0000000/run_config.yaml             a recipe: the model, checkpoint.load = C (written
+                                               relative to the file: ${recipe_dir}/..), finetune
     C/iter_0000000/hf_config.json              the source config.json (export keeps its extras)
 
 ``lumos_megatron.train --load C`` (or ``--config C/iter_0000000/run_config.yaml``) starts training
@@ -26,6 +27,7 @@ import torch
 from lumos_megatron.checkpoint import directory as ckpt_dir
 from lumos_megatron.checkpoint.state import model_only_common_state
 from lumos_megatron.config import ConfigError, LumosConfig, dump_config, validate_config
+from lumos_megatron.config.recipe import RECIPE_DIR
 from lumos_megatron.conversion.errors import ConversionError
 from lumos_megatron.conversion.hf_config import model_config_from_hf, model_parallel_rows
 from lumos_megatron.conversion.output_dir import check_output, staged_output
@@ -109,10 +111,10 @@ def _resolve_vocab(source_vocab: int, target: Optional[int]) -> int:
     return target
 
 
-def _run_config(shapes_cfg, out: Path, precision: str) -> LumosConfig:
+def _run_config(shapes_cfg, precision: str) -> LumosConfig:
     cfg = LumosConfig(model=shapes_cfg)
     cfg.train.precision = precision
-    cfg.checkpoint.load = str(out.resolve())
+    cfg.checkpoint.load = f"{RECIPE_DIR}/.."  # the checkpoint root, wherever it is moved
     cfg.checkpoint.finetune = True
     try:
         validate_config(cfg)
@@ -148,7 +150,7 @@ def import_hf(hf_dir: str | Path, out: str | Path, *, dtype: str = "fp32",
             print(f"import-hf: ignoring {ignored} model.vqmodel.* tensors (the bundled VQ-GAN is not part "
                   "of the decoder)", file=sys.stderr)
         model = replace(model, vocab_size=vocab)
-        cfg = _run_config(model, out, "bf16" if dtype == "bf16" else "fp32")
+        cfg = _run_config(model, "bf16" if dtype == "bf16" else "fp32")
         writer = _plan(src, replace(shapes, vocab=vocab), source_vocab, STORED_DTYPES[dtype], seed, zero_head_rows)
         source = f"import-hf {src.directory.resolve()}"
         with staged_output(out, force) as tmp:

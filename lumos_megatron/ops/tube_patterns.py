@@ -19,7 +19,8 @@ import torch
 from lumos_megatron.ops.counter_rng import pattern_keys
 from lumos_megatron.ops.extension import extension_for
 
-__all__ = ["apply_tube_patterns", "tube_mask_apply", "tube_mask_apply_reference", "tube_pattern"]
+__all__ = ["apply_tube_patterns", "frame_patterns", "tube_mask_apply", "tube_mask_apply_reference",
+           "tube_pattern"]
 
 
 def tube_pattern(key: int, period: int, num_masked: int) -> torch.Tensor:
@@ -30,6 +31,20 @@ def tube_pattern(key: int, period: int, num_masked: int) -> torch.Tensor:
     if num_masked:
         pattern[pattern_keys(key, period).argsort()[:num_masked]] = True
     return pattern
+
+
+def frame_patterns(key: int, period: int, num_masked: int, frames: int) -> torch.Tensor:
+    """bool [frames, period]: an independent pattern per latent frame (``ardf.mask_pattern =
+    random``). Frame f marks the ``num_masked`` smallest of the counter keys ``f * period ...
+    (f + 1) * period - 1`` of the sample's stream, so frame 0 is :func:`tube_pattern` and every
+    frame has the tube's count."""
+    if not 0 <= num_masked <= period:
+        raise ValueError(f"frame_patterns: num_masked {num_masked} outside [0, period={period}]")
+    keys = pattern_keys(key, frames * period).view(frames, period)
+    patterns = torch.zeros(frames, period, dtype=torch.bool)
+    if num_masked:
+        patterns.scatter_(1, keys.argsort(dim=1)[:, :num_masked], True)
+    return patterns
 
 
 def _sample_values(tokens: torch.Tensor, labels: torch.Tensor, content: torch.Tensor,
@@ -79,8 +94,9 @@ def apply_tube_patterns(tokens: torch.Tensor, labels: torch.Tensor, content: tor
                         patterns: Sequence[Optional[torch.Tensor]], mask_id: int,
                         ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Apply one bool spatial pattern per sample (None: leave the sample unchanged): the k-th
-    content position of sample b is masked iff ``patterns[b][k % len(patterns[b])]``.
-    Returns (tokens, labels, masked), out of place."""
+    content position of sample b is masked iff ``patterns[b][k % len(patterns[b])]``; a
+    ``[frames, period]`` pattern gives each latent frame its own (``patterns[b][k // period][k %
+    period]``). Returns (tokens, labels, masked), out of place."""
     masked = torch.zeros_like(content)
     # Unmasked content loses its label only in samples that are masked at all.
     active = torch.zeros_like(content)
@@ -89,8 +105,14 @@ def apply_tube_patterns(tokens: torch.Tensor, labels: torch.Tensor, content: tor
             continue
         active[b] = True
         positions = content[b].nonzero().squeeze(1)
-        frame_index = torch.arange(positions.numel(), device=content.device) % pattern.numel()
-        masked[b, positions] = pattern.to(content.device)[frame_index]
+        k = torch.arange(positions.numel(), device=content.device)
+        pattern = pattern.to(content.device)
+        if pattern.dim() == 2:  # one pattern per latent frame
+            period = pattern.shape[1]
+            masked[b, positions] = pattern.reshape(-1)[(k // period).clamp(max=pattern.shape[0] - 1) * period
+                                                       + k % period]
+        else:
+            masked[b, positions] = pattern[k % pattern.numel()]
     tokens_out = tokens.masked_fill(masked, mask_id)
     labels_out = labels.masked_fill(content & active & ~masked, ignore_index)
     return tokens_out, labels_out, masked

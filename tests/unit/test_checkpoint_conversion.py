@@ -365,3 +365,21 @@ def test_load_without_config_takes_the_checkpoint_model(tmp_path):
     assert (cfg.model.num_layers, cfg.model.num_query_groups, cfg.model.rope_variant) == (3, 2, "1d")
     assert cfg.model.max_position_embeddings == 2048  # overrides still apply on top
     assert parse_cli(["--load", str(tmp_path / "nothing")]).model.num_layers == 2  # nothing to read: defaults
+
+
+def test_a_moved_imported_checkpoint_still_loads_through_its_run_config(tmp_path):
+    import shutil
+
+    from lumos_megatron.config import parse_cli
+    from pathlib import Path
+
+    from lumos_megatron.config.stored import read_run_config
+
+    hf, _, _ = _official(tmp_path)
+    assert _convert("import-hf", "--hf-dir", str(hf), "--out", str(tmp_path / "ckpt")) == 0
+    assert "${recipe_dir}/.." in (tmp_path / "ckpt" / "iter_0000000" / "run_config.yaml").read_text()
+    moved = tmp_path / "elsewhere" / "ckpt"
+    shutil.move(str(tmp_path / "ckpt"), moved)
+    assert read_run_config(moved / "iter_0000000").checkpoint.load == str(moved / "iter_0000000" / "..")
+    cfg = parse_cli(["--config", str(moved / "iter_0000000" / "run_config.yaml")])
+    assert Path(cfg.checkpoint.load).resolve() == moved.resolve() and cfg.checkpoint.finetune
