@@ -46,6 +46,12 @@ class ModelConfig:
     rope_variant: RopeVariant = "mm_rope"
     """Rotary variant: '1d' (plain RoPE), 'mm_rope' (interleaved 3D MM-RoPE) or '3d_contiguous'
     (3D RoPE without meta-groups, for the paper's ablation)."""
+    rope_position_scale: Optional[List[int]] = None
+    """[t, h, w]: the factors that scale a visual token's latent (frame, row, column) indices
+    before P0 is added (3D variants). None: the video tokenizer's compression, 4 x 8 x 8 for every
+    tokenizer this project reads (Cosmos DV4x8x8, the official values, and our FSQ), so positions
+    count RGB frames and pixels. Set it for the paper's open question (other resolutions or
+    durations); a trained model must keep the scale it was trained with."""
     norm_epsilon: float = 1e-5
     """RMSNorm epsilon of the block and final norms (official rms_norm_eps default)."""
     qk_layernorm: bool = True
@@ -342,3 +348,13 @@ def head_dim(cfg: LumosConfig) -> int:
     """Attention head dim implied by the model config (``kv_channels``, else hidden / heads)."""
     m = cfg.model
     return m.kv_channels if m.kv_channels is not None else m.hidden_size // m.num_attention_heads
+
+
+DEFAULT_ROPE_POSITION_SCALE = (4, 8, 8)
+"""The video tokenizers' compression (time, height, width): Cosmos DV4x8x8 and our FSQ."""
+
+
+def rope_position_scale(cfg: LumosConfig) -> tuple:
+    """``model.rope_position_scale`` as a (t, h, w) tuple, the tokenizer's compression when unset."""
+    scale = cfg.model.rope_position_scale
+    return tuple(int(v) for v in scale) if scale is not None else DEFAULT_ROPE_POSITION_SCALE

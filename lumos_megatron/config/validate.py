@@ -44,6 +44,9 @@ def _choice_problems(cfg: LumosConfig) -> List[str]:
 def _model_problems(cfg: LumosConfig) -> List[str]:
     m, p = cfg.model, cfg.parallel
     out = []
+    scale = m.rope_position_scale
+    if scale is not None and (len(scale) != 3 or any(int(v) < 1 for v in scale)):
+        out.append(f"model.rope_position_scale={scale} must be three integers >= 1 ([t, h, w])")
     for name in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads"):
         if getattr(m, name) < 1:
             out.append(f"model.{name} must be >= 1 (got {getattr(m, name)})")

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 
 from lumos_megatron.inference.kv_cache import LayerKVCache
+from lumos_megatron.config.schema import rope_position_scale
 from lumos_megatron.models.inputs import build_model_inputs
 
 
@@ -69,7 +70,8 @@ class CachedLogits:
             cfg = self.model.config
             tokens = torch.tensor(context + block, dtype=torch.long).unsqueeze(0)
             inputs = build_model_inputs(tokens, self.model.vocab, attention_backend_name=cfg.model.attention_backend,
-                                        rope_variant=cfg.model.rope_variant, with_attention_mask=False)
+                                        rope_variant=cfg.model.rope_variant, with_attention_mask=False,
+                                        position_scale=rope_position_scale(cfg))
             known = (len(context), inputs.position_ids[:, 0], inputs.segment_ids[0])
             self._inputs[row] = known
         return known[1], known[2]

@@ -25,10 +25,15 @@ from typing import Any, List, Optional, Sequence
 
 import torch
 
-from lumos_megatron.config.schema import LumosConfig
+from lumos_megatron.config.schema import LumosConfig, rope_position_scale
 from lumos_megatron.models.attention.backends import attention_backend
 from lumos_megatron.models.frame_mask import allowed_pairs, segment_ids_from_layouts
-from lumos_megatron.models.mm_rope import MMRoPEPositions, effective_positions, positions_from_layouts
+from lumos_megatron.models.mm_rope import (
+    DEFAULT_POSITION_SCALE,
+    MMRoPEPositions,
+    effective_positions,
+    positions_from_layouts,
+)
 from lumos_megatron.vocab import LumosVocab, parse_batch
 
 Documents = Optional[Sequence[Sequence[int]]]
@@ -58,7 +63,8 @@ class ModelInputs:
 def build_model_inputs(tokens: torch.Tensor, vocab: LumosVocab, *, attention_backend_name: str = "sdpa",
                        rope_variant: str = "mm_rope", mask_dtype: torch.dtype = torch.float32,
                        with_attention_mask: bool = True, documents: Documents = None,
-                       real_lengths: Optional[Sequence[int]] = None) -> ModelInputs:
+                       real_lengths: Optional[Sequence[int]] = None,
+                       position_scale: Sequence[int] = DEFAULT_POSITION_SCALE) -> ModelInputs:
     """``tokens`` [b, s] (or [s] → b = 1) → :class:`ModelInputs`, from one parse of the layout.
 
     The mask is built where ``tokens`` are, except for backends whose mask belongs on the GPU
@@ -68,6 +74,8 @@ def build_model_inputs(tokens: torch.Tensor, vocab: LumosVocab, *, attention_bac
     the mask (``attention_mask`` None): a KV-cache decoder builds its own from the segment ids.
     ``documents`` marks packed rows (see the module docstring); ``real_lengths`` (unpacked rows)
     the tokens before each row's padding, so the pair count leaves padding out.
+    ``position_scale`` (t, h, w) scales the latent indices of the 3D positions
+    (``model.rope_position_scale``).
     Malformed layouts raise ValueError naming the sample and position.
     """
     backend = attention_backend(attention_backend_name)
@@ -76,11 +84,12 @@ def build_model_inputs(tokens: torch.Tensor, vocab: LumosVocab, *, attention_bac
     if documents is None:
         layouts = parse_batch(tokens, vocab)
         segments = segment_ids_from_layouts(layouts, device)
-        positions = positions_from_layouts(layouts, device)
+        positions = positions_from_layouts(layouts, device, position_scale)
         num_frames = [layout.num_frames for layout in layouts]
         pairs = allowed_pairs(segments, real_lengths)
     else:
-        segments, positions, document_ids, num_frames, pairs = _packed_parse(tokens, vocab, documents, device)
+        segments, positions, document_ids, num_frames, pairs = _packed_parse(tokens, vocab, documents, device,
+                                                                             position_scale)
     mask_segments, mask_documents = segments, document_ids
     if backend.mask_on_accelerator and torch.cuda.is_available() and segments.device.type == "cpu":
         mask_segments = segments.to(torch.cuda.current_device())
@@ -99,7 +108,8 @@ def build_model_inputs(tokens: torch.Tensor, vocab: LumosVocab, *, attention_bac
     )
 
 
-def _packed_parse(tokens: torch.Tensor, vocab: LumosVocab, documents: Sequence[Sequence[int]], device):
+def _packed_parse(tokens: torch.Tensor, vocab: LumosVocab, documents: Sequence[Sequence[int]], device,
+                  position_scale: Sequence[int] = DEFAULT_POSITION_SCALE):
     """Segment ids, positions, document ids, frames and real pairs of packed rows, each sample
     parsed alone (``build_model_inputs`` with ``documents``)."""
     if tokens.dim() == 1:
@@ -119,7 +129,7 @@ def _packed_parse(tokens: torch.Tensor, vocab: LumosVocab, documents: Sequence[S
             layout = parse_batch(tokens[b, start:start + n].cpu(), vocab)
             piece_seg = segment_ids_from_layouts(layout)
             seg.append(piece_seg)
-            pos.append(positions_from_layouts(layout))
+            pos.append(positions_from_layouts(layout, None, position_scale))
             doc.append(torch.full((1, n), d, dtype=torch.long))
             if d < len(lengths):  # a sample, not the padding after them
                 row_frames += layout[0].num_frames
@@ -152,4 +162,5 @@ def model_inputs_for(tokens: torch.Tensor, cfg: LumosConfig, vocab: LumosVocab, 
     """:func:`build_model_inputs` with the run's attention backend, rotary variant and precision."""
     return build_model_inputs(tokens, vocab, attention_backend_name=cfg.model.attention_backend,
                               rope_variant=cfg.model.rope_variant, mask_dtype=compute_dtype(cfg),
-                              documents=documents, real_lengths=real_lengths)
+                              documents=documents, real_lengths=real_lengths,
+                              position_scale=rope_position_scale(cfg))

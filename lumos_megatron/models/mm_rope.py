@@ -34,13 +34,13 @@ from typing import Sequence
 
 import torch
 
+from lumos_megatron.config.schema import DEFAULT_ROPE_POSITION_SCALE
 from lumos_megatron.models.rope_variants import ROPE_VARIANTS, head_dim_problem
 from lumos_megatron.vocab import LumosVocab, VideoLayout, parse_batch
 
-# Cosmos DV4x8x8 compression ratios; they scale the latent indices before P0 is added (§2.3).
-T_STRIDE = 4
-H_STRIDE = 8
-W_STRIDE = 8
+# The default scale of the latent indices before P0 is added (§2.3): the video tokenizer's
+# compression (Cosmos DV4x8x8); ``model.rope_position_scale`` sets another.
+DEFAULT_POSITION_SCALE = DEFAULT_ROPE_POSITION_SCALE
 
 # Axis of each frequency index within one 16-frequency MM-RoPE meta group (§2.2): 0=t, 1=h, 2=w.
 _MM_GROUP = (0, 0, 0, 0, 1, 1, 2, 2, 1, 1, 2, 2, 1, 1, 2, 2)
@@ -64,19 +64,24 @@ class MMRoPEPositions:
         return MMRoPEPositions(self.text.to(device), self.thw.to(device), self.is_visual.to(device))
 
 
-def mm_rope_positions(tokens: torch.Tensor, vocab: LumosVocab) -> MMRoPEPositions:
+def mm_rope_positions(tokens: torch.Tensor, vocab: LumosVocab,
+                      scale: Sequence[int] = DEFAULT_POSITION_SCALE) -> MMRoPEPositions:
     """Compute MM-RoPE position ids for ``tokens`` ([B, L] or [L] → B = 1) per sample (§2.3).
 
+    A content token of latent frame f, row r, column c gets ``(P0 + s_t f, P0 + s_h r, P0 + s_w c)``
+    with ``scale = (s_t, s_h, s_w)`` (default the tokenizer's compression, 4 x 8 x 8).
     Frame geometry comes from the size tokens (validated by :func:`parse_layout`), so masked
     inputs (mask id at any content position, new-lines included) give the same ids as clean ones.
     Raises ValueError naming the sample and position on a malformed frame structure.
     """
     device = tokens.device if isinstance(tokens, torch.Tensor) else torch.device("cpu")
-    return positions_from_layouts(parse_batch(tokens, vocab), device)
+    return positions_from_layouts(parse_batch(tokens, vocab), device, scale)
 
 
-def positions_from_layouts(layouts: Sequence[VideoLayout], device=None) -> MMRoPEPositions:
+def positions_from_layouts(layouts: Sequence[VideoLayout], device=None,
+                           scale: Sequence[int] = DEFAULT_POSITION_SCALE) -> MMRoPEPositions:
     """:func:`mm_rope_positions` of already parsed samples (all of one length)."""
+    s_t, s_h, s_w = (int(v) for v in scale)
     bsz = len(layouts)
     length = layouts[0].length if layouts else 0
     text = torch.arange(length, dtype=torch.long).unsqueeze(0).expand(bsz, length).contiguous()
@@ -89,9 +94,9 @@ def positions_from_layouts(layouts: Sequence[VideoLayout], device=None) -> MMRoP
             idx = torch.arange(fr.num_content, dtype=torch.long)
             row, col = idx // (fr.width + 1), idx % (fr.width + 1)
             sl = slice(fr.content_start, fr.content_end)
-            thw[0, b, sl] = p0 + T_STRIDE * fr.index
-            thw[1, b, sl] = p0 + H_STRIDE * row
-            thw[2, b, sl] = p0 + W_STRIDE * col
+            thw[0, b, sl] = p0 + s_t * fr.index
+            thw[1, b, sl] = p0 + s_h * row
+            thw[2, b, sl] = p0 + s_w * col
             is_visual[b, sl] = True
     return MMRoPEPositions(text, thw, is_visual).to(device or "cpu")
 

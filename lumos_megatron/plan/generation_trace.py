@@ -97,6 +97,7 @@ def trace_generation(cfg: LumosConfig, world_size: int, rank: int, shape: Genera
     from lumos_megatron.inference.frame_decoding import FrameState, block_tensor, decode_step
     from lumos_megatron.inference.generation import SamplerSettings
     from lumos_megatron.inference.model_loader import InferenceModel
+    from lumos_megatron.config.schema import rope_position_scale
     from lumos_megatron.models.inputs import build_model_inputs
     from lumos_megatron.models.lumos_model import build_model_chunks
     from lumos_megatron.plan.calibration import sdpa_kernel_model
@@ -115,7 +116,8 @@ def trace_generation(cfg: LumosConfig, world_size: int, rank: int, shape: Genera
     with real_cpu_device():
         parsed = build_model_inputs(torch.tensor([context + block]), vocab,
                                     attention_backend_name=cfg.model.attention_backend,
-                                    rope_variant=cfg.model.rope_variant, with_attention_mask=False)
+                                    rope_variant=cfg.model.rope_variant, with_attention_mask=False,
+                                    position_scale=rope_position_scale(cfg))
     row_inputs = (len(context), parsed.position_ids[:, 0], parsed.segment_ids[0])
     settings = SamplerSettings()
     report = GenerationReport(role=f"generation TP {rank}/{world_size}", rank=rank)

@@ -58,3 +58,34 @@ def test_mask_pattern_is_a_config_choice():
     assert parse_cli(["--config", str(TINY_RECIPE)]).ardf.mask_pattern == "tube"
     with pytest.raises(ConfigError, match="mask_pattern"):
         parse_cli(["--config", str(TINY_RECIPE), "ardf.mask_pattern=stripes"])
+
+
+def test_rope_position_scale_moves_the_3d_ids_and_defaults_to_the_tokenizers_compression():
+    from lumos_megatron.config.schema import rope_position_scale
+    from lumos_megatron.models.inputs import model_inputs_for
+    from lumos_megatron.models.mm_rope import mm_rope_positions
+    from lumos_megatron.tokenizers.video.base import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
+    from lumos_megatron.vocab import parse_batch
+
+    tokens, _ = _batch(1)
+    layout = parse_batch(tokens, VOCAB)[0]
+    default = mm_rope_positions(tokens, VOCAB)
+    scaled = mm_rope_positions(tokens, VOCAB, (2, 3, 5))
+    p0 = layout.p0
+    for frame in layout.frames:
+        sl = slice(frame.content_start, frame.content_end)
+        idx = torch.arange(frame.num_content)
+        row, col = idx // (frame.width + 1), idx % (frame.width + 1)
+        assert bool((default.thw[0, 0, sl] == p0 + 4 * frame.index).all())
+        assert torch.equal(default.thw[1, 0, sl], p0 + 8 * row) and torch.equal(default.thw[2, 0, sl], p0 + 8 * col)
+        assert bool((scaled.thw[0, 0, sl] == p0 + 2 * frame.index).all())
+        assert torch.equal(scaled.thw[1, 0, sl], p0 + 3 * row) and torch.equal(scaled.thw[2, 0, sl], p0 + 5 * col)
+    assert torch.equal(default.text, scaled.text)  # text positions are not scaled
+    cfg = parse_cli(["--config", str(TINY_RECIPE)])
+    assert rope_position_scale(cfg) == (TEMPORAL_COMPRESSION, SPATIAL_COMPRESSION, SPATIAL_COMPRESSION) == (4, 8, 8)
+    custom = parse_cli(["--config", str(TINY_RECIPE), "model.rope_position_scale=[2,3,5]"])
+    # The trainer's path: model inputs from the config carry the configured scale.
+    assert torch.equal(model_inputs_for(tokens, custom, VOCAB).position_ids[:, 0], scaled.thw[:, 0])
+    assert torch.equal(model_inputs_for(tokens, cfg, VOCAB).position_ids[:, 0], default.thw[:, 0])
+    with pytest.raises(ConfigError, match="rope_position_scale"):
+        parse_cli(["--config", str(TINY_RECIPE), "model.rope_position_scale=[4,8]"])
