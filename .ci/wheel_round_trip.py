@@ -15,8 +15,9 @@ import torch
 
 BIN = Path(sys.argv[1])
 HERE = Path.cwd()
-RECIPE = """model: {num_layers: 2, hidden_size: 64, ffn_hidden_size: 176, num_attention_heads: 4, num_query_groups: 2,
-        kv_channels: 32, vocab_size: 66536, max_position_embeddings: 1024}
+# Head dim hidden / heads = 32 (the official layout has no separate kv_channels; MM-RoPE needs 32k).
+RECIPE = """model: {num_layers: 2, hidden_size: 128, ffn_hidden_size: 352, num_attention_heads: 4, num_query_groups: 2,
+        vocab_size: 66536, max_position_embeddings: 1024}
 train: {micro_batch_size: 2, global_batch_size: 4, train_iters: 2, lr: 3.0e-3, min_lr: 3.0e-3, seed: 0}
 data: {seq_length: 96, mock: true, mock_frames: 2, mock_grid: [4, 4], mock_text_tokens: 16}
 """

@@ -112,3 +112,11 @@ def test_models_import_nothing_above_them():
     upward = {m: sorted(t for t in targets if t.startswith(ABOVE_MODELS))
               for m, targets in edges.items() if m.startswith("lumos_megatron.models")}
     assert {m: t for m, t in upward.items() if t} == {}
+
+
+def test_every_package_directory_is_a_regular_package():
+    """A folder without ``__init__.py`` is a namespace package that ``find_packages`` leaves out
+    of the wheel (the editable install still finds it, so only an installed wheel would fail)."""
+    missing = [str(d.relative_to(REPO)) for d in PACKAGE.rglob("*")
+               if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py")) and not (d / "__init__.py").exists()]
+    assert missing == []
