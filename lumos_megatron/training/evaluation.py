@@ -30,6 +30,8 @@ class Evaluator:
                  cp_rank: int, device: torch.device, step_func, reporter, objective=None, broadcast=None):
         self.cfg, self.chunks = cfg, chunks
         self.step_func, self.reporter = step_func, reporter
+        self.extra: Dict[str, float] = {}
+        """The objective's extra scalars of the last evaluation (per-frame validation loss)."""
         self.feed = DataFeed(cfg, vocab, build_data_streams(cfg, vocab, "valid"), parallel_layout.dp,
                              dp_rank, cp_rank, device, ardf_iteration_base=EVAL_ITERATION_BASE,
                              objective=objective, broadcast=broadcast)
@@ -58,6 +60,7 @@ class Evaluator:
         for chunk in self.chunks:
             chunk.eval()
         sums: Dict[str, list] = {}
+        reports_total: Dict[str, torch.Tensor] = {}
         joint = len(self.feed.plan.streams) > 1
         try:
             for j in self._iterations():
@@ -69,7 +72,10 @@ class Evaluator:
                                                micro_batch_size=step.stream.micro_batch_size)
                 if not parallel_state.is_pipeline_last_stage(ignore_virtual=True):
                     continue
-                loss_sum, tokens = reduce_reports(reports)["lm loss"].tolist()
+                totals = reduce_reports(reports)
+                for key, value in totals.items():
+                    reports_total[key] = reports_total[key] + value if key in reports_total else value
+                loss_sum, tokens = totals["lm loss"].tolist()
                 keys = ["lm loss"] + ([f"lm loss {step.stream.name}"] if joint else [])
                 for key in keys:
                     total = sums.setdefault(key, [0.0, 0.0])
@@ -78,10 +84,12 @@ class Evaluator:
         finally:
             for chunk in self.chunks:
                 chunk.train()
+        # The objective's extras over the whole evaluation (AR-DF: loss/frame_k, ardf/mask-ratio).
+        self.extra = self.feed.objective.scalars(reports_total) if reports_total else {}
         return {k: s / max(n, 1.0) for k, (s, n) in sums.items()}
 
     def run(self, progress: TrainProgress) -> Dict[str, float]:
         """Evaluate now and report (stdout block + TensorBoard on the reporting rank)."""
         losses = self.losses()
-        self.reporter.log_evaluation(progress.iteration, progress.consumed_samples, losses)
+        self.reporter.log_evaluation(progress.iteration, progress.consumed_samples, losses, self.extra)
         return losses

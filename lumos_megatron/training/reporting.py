@@ -216,9 +216,11 @@ class Reporter:
         return (f"training summary: {self.count} iterations, lm loss {self.first_loss:.4f} -> "
                 f"{self.last_loss:.4f}, {self.total_elapsed_ms / self.count:.1f} ms/iteration")
 
-    def log_evaluation(self, iteration: int, consumed_samples: int, losses: Dict[str, float]) -> None:
+    def log_evaluation(self, iteration: int, consumed_samples: int, losses: Dict[str, float],
+                       extra: Optional[Dict[str, float]] = None) -> None:
         """Megatron's validation block (``lm loss`` value and PPL, plus per-stream losses in
-        joint training) and the ``lm loss validation`` scalars."""
+        joint training) and the ``lm loss validation`` scalars; ``extra`` (the objective's, e.g.
+        ``loss/frame_k``) go to TensorBoard only, as ``<name> validation``."""
         if not self.active:
             return
         text = " | ".join(f"{name} value: {value:.6E} | {name} PPL: {math.exp(min(value, 700.0)):.6E}"
@@ -231,6 +233,9 @@ class Reporter:
                 self._writer.add_scalar(f"{name} validation", value, iteration)
                 self._writer.add_scalar(f"{name} validation vs samples", value, consumed_samples)
                 self._writer.add_scalar(f"{name} validation ppl", math.exp(min(value, 700.0)), iteration)
+            for name, value in (extra or {}).items():
+                self._writer.add_scalar(f"{name} validation", value, iteration)
+                self._writer.add_scalar(f"{name} validation vs samples", value, consumed_samples)
 
     def close(self) -> None:
         """Flush TensorBoard and print the run summary."""

@@ -37,6 +37,10 @@ def test_trains_and_evaluates_on_pretokenized_shards(tmp_path):
     validation = re.findall(r"validation loss at iteration (\d+) \| lm loss value: ([0-9.E+-]+)", proc.stdout)
     assert [int(i) for i, _ in validation] == [2, 4]
     assert [s for s, _ in read_scalars(tb, "lm loss validation")] == [2, 4]
+    # The objective's per-frame losses of the evaluation (TensorBoard only, not printed).
+    frame0 = read_scalars(tb, "loss/frame_0 validation")
+    assert [s for s, _ in frame0] == [2, 4] and all(v > 0 for _, v in frame0)
+    assert "loss/frame_0" not in proc.stdout
     # 8 samples/step over 32 training samples: iteration 4 starts the second epoch.
     assert re.search(r"iteration\s+4/\s+4 \| consumed samples:\s+32 \|", _lines(proc.stdout)[-1])
 
