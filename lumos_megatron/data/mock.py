@@ -19,7 +19,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from lumos_megatron.config.schema import LumosConfig
-from lumos_megatron.vocab import LumosVocab, build_video_sample, frame_block_length
+from lumos_megatron.vocab import LumosVocab, build_video_sample, video_sample_length
 
 # Caption ids are drawn above the reserved/special range so they never look like structure.
 _TEXT_ID_LOW = 10000
@@ -69,7 +69,7 @@ class MockVideoDataset:
 
     def _layout_length(self, layout: Tuple[int, int, int]) -> int:
         frames, rows, cols = layout
-        return 1 + self.text_tokens + 1 + 3 + frames * frame_block_length(rows, cols) + 2
+        return video_sample_length(self.text_tokens, frames, rows, cols)
 
     def layout(self, index: int) -> Tuple[int, int, int]:
         """``(latent_frames, H_l, W_l)`` of sample ``index``: the one layout, or with

@@ -93,8 +93,7 @@ class SampleSchedule:
     def indices(self, iteration: int, micro: int, dp_rank: int) -> List[int]:
         """Stream sample indices of one micro-batch (iteration is 0-based, >= base_iteration)."""
         s = self.plan.stream_at(iteration)
-        start = micro * s.micro_batch_size * self.dp_size + dp_rank * s.micro_batch_size
-        return self.global_indices(iteration)[start:start + s.micro_batch_size]
+        return megatron_block(self.global_indices(iteration), micro, dp_rank, s.micro_batch_size, self.dp_size)
 
     def global_indices(self, iteration: int) -> List[int]:
         """All stream sample indices of the step (every DP rank's), in Megatron's order: DP
@@ -106,6 +105,13 @@ class SampleSchedule:
         if order is not None:
             return order.batch(start)
         return list(range(start, start + stream.global_batch_size))
+
+
+def megatron_block(step_indices: List[int], micro: int, dp_rank: int, micro_batch_size: int, dp: int) -> List[int]:
+    """Megatron's sampler order within a step: DP rank ``d`` of micro-batch round ``m`` takes the
+    ``(m * DP + d)``-th block of ``micro_batch_size`` of the step's samples."""
+    start = (micro * dp + dp_rank) * micro_batch_size
+    return step_indices[start:start + micro_batch_size]
 
 
 def step_seq_length(stream: StreamBatching, source, indices: List[int], multiple: Optional[int],

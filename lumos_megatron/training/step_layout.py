@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from lumos_megatron.training.data_plan import StreamBatching, step_seq_length
+from lumos_megatron.training.data_plan import StreamBatching, megatron_block, step_seq_length
 from lumos_megatron.training.packing_plan import balance, imbalance, pack_for_ranks, sequence_cost
 
 
@@ -83,8 +83,8 @@ def layout_step(stream: StreamBatching, indices: Sequence[int], source, dp: int,
     if not packing:
         seq = step_seq_length(stream, source, indices, multiple, max_latent_frames, divisor)
         mbs, micro = stream.micro_batch_size, stream.num_microbatches(dp)
-        ranks = [[MicroBatchLayout(tuple(indices[(m * dp + d) * mbs:(m * dp + d + 1) * mbs]), seq)
-                  for m in range(micro)] for d in range(dp)]
+        ranks = [[MicroBatchLayout(tuple(megatron_block(indices, m, d, mbs, dp)), seq) for m in range(micro)]
+                 for d in range(dp)]
         row = sequence_cost([seq], flops_per_token, flops_per_pair)
         return StepLayout(stream, ranks, [row * mbs * micro] * dp)
     lengths = [source.sample_length(i, max_latent_frames) for i in indices]

@@ -83,6 +83,12 @@ def frame_block_length(rows: int, cols: int) -> int:
     return 3 + rows * (cols + 1) + 1
 
 
+def video_sample_length(text_tokens: int, frames: int, rows: int, cols: int) -> int:
+    """Tokens of a :func:`build_video_sample` sample: BOS, caption, separator, the 3-token video
+    prefix, ``frames`` frame blocks of ``rows x cols`` latents, video end and the closing 8710."""
+    return 1 + text_tokens + 1 + 3 + frames * frame_block_length(rows, cols) + 2
+
+
 def as_token_ids(tokens: TokenSeq, what: str) -> torch.Tensor:
     """Convert a list/tensor of ids to a CPU 1-D long tensor; ValueError (naming ``what``) for
     non-integer or non-1-D input."""

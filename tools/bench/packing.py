@@ -43,7 +43,7 @@ from lumos_megatron.data.video.crop import crop_sizes_for, select_crop_size
 from lumos_megatron.training.data_plan import StreamBatching
 from lumos_megatron.training.flops import work_weights
 from lumos_megatron.training.step_layout import layout_step
-from lumos_megatron.vocab import frame_block_length
+from lumos_megatron.vocab import video_sample_length
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE_1B = REPO / "examples" / "recipes" / "lumos_1b_stage2-joint-384p_8gpu_h100_bf16.yaml"
@@ -71,7 +71,7 @@ class Manifest:
 
     def sample_length(self, k: int, max_latent_frames=None) -> int:
         frames, rows, cols, text = self.shape(k)
-        return 1 + text + 1 + 3 + frames * frame_block_length(rows, cols) + 2
+        return video_sample_length(text, frames, rows, cols)
 
 
 def _pairs(lengths: List[int], padded_length: int, packed: bool) -> float:
