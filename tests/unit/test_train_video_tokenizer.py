@@ -72,3 +72,23 @@ def test_bad_arguments_fail_clearly(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("lumos-train-video-tokenizer: error: video file(s) not found")
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_fps_and_resolution_prepare_frames_as_pretokenization_does():
+    """--fps/--resolution give the frames lumos-pretokenize would tokenize (same rate, same crop)."""
+    from lumos_megatron.data.video.media import load_media, probe
+
+    path = next(p for p in tool.bundled_clips() if p.name == "carphone_pristine.mp4")
+    info = probe(str(path))
+    clip = tool.load_clip(path, short_side=0, max_frames=64, fps=4, resolution=64).numpy()
+    media = load_media(str(path), fps=4, duration=info.num_frames / info.fps, resolution=64, backend="pyav")
+    assert clip.shape == media.frames.shape == (16, 64, 64, 3)
+    assert (clip == media.frames).all()
+    assert tool.load_clip(path, short_side=0, max_frames=5, fps=4, resolution=64).shape[0] == 5
+
+
+def test_too_few_frames_at_the_training_rate_fail_clearly(tmp_path):
+    with pytest.raises(tool.TokenizerTrainingError, match=r"frames at --fps 1, fewer than --frames 5"):
+        tool.train(["--output", str(tmp_path), "--fps", "1", *TINY_ARGS])
+    with pytest.raises(tool.TokenizerTrainingError, match="--fps must be positive"):
+        tool.train(["--output", str(tmp_path), "--fps", "0", *TINY_ARGS])

@@ -3,14 +3,16 @@
 Layout written by ``write_ladder`` under the output directory ``OUT``::
 
     OUT/ladder.json                 manifest: the rules, the data layout, one entry per run
-    OUT/submit.sh                   every run's sbatch command (run it from the repository root)
+    OUT/submit.sh                   every run's sbatch command; it changes to the checkout first
     OUT/<run>/recipe.yaml           the run's full, validated recipe
-    OUT/<run>/ladder_run.json       the run's manifest entry (what tools/scaling/collect.py reads)
+    OUT/<run>/ladder_run.json       the run's manifest entry (what lumos-collect reads)
     OUT/<run>/checkpoints/ tensorboard/ logs/    written by the launcher (its OUT=OUT/<run>)
 
 Each sbatch command goes through the existing launchers (``examples/slurm/train_torchrun.sbatch``
 or ``train_srun.sbatch``) with ``RECIPE`` and ``OUT`` in the environment, exactly as their headers
-document, so checkpoints, resume, requeue and the exit-duration logic are theirs.
+document, so checkpoints, resume, requeue and the exit-duration logic are theirs. The launchers
+live in a lumos_megatron checkout (a wheel does not hold them): ``submit.sh`` changes to the
+checkout it was written for (``LaunchSpec.repo_dir``; ``REPO_DIR`` in the environment wins).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import math
 import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from lumos_megatron.units import si
 from lumos_megatron.config import dump_config
@@ -50,6 +52,9 @@ class LaunchSpec:
     """Cap of a job's --time (longer runs continue in requeued jobs)."""
     python: str = "python"
     """Interpreter of the local training command."""
+    repo_dir: Optional[Path] = None
+    """The lumos_megatron checkout whose ``examples/slurm`` launchers submit.sh uses (None: the
+    script asks for ``REPO_DIR`` in the environment)."""
 
     def peak_tflops(self, precision: str = "bf16") -> float:
         """The GPU's dense peak for a run of ``precision`` (bf16, or fp32 without TF32: a plain
@@ -160,13 +165,30 @@ def _recipe_text(run: LadderRun, spec: LadderSpec) -> str:
     s, hp = run.shape, run.hparams
     header = [
         f"# Scaling-ladder run {run.name} ({run.budget}), derived from {spec.base} "
-        "by tools/scaling/make_ladder.py.",
+        "by lumos-ladder.",
         f"# Shape: width {s.width}, depth {s.depth}, {s.heads} heads of {s.head_dim}, {s.groups} KV groups, "
         f"ffn {s.ffn}: {s.total_params} parameters ({s.non_embedding_params} non-embedding).",
         f"# Batch {hp.global_batch_size} x {run.cfg.data.seq_length} tokens, LR {hp.lr:.4g} -> {hp.min_lr:.4g} "
         f"(cosine), warmup {hp.warmup_iters}: {RULE_NAME}.",
     ]
     return "\n".join(header) + "\n" + dump_config(run.cfg)
+
+
+def find_checkout(start: Path) -> Optional[Path]:
+    """The lumos_megatron checkout holding ``start`` (or an editable install's source tree): the
+    first of ``start`` and its parents with ``examples/slurm/_lib.sh``; None if there is none."""
+    for directory in [start.resolve(), *start.resolve().parents]:
+        if (directory / "examples" / "slurm" / "_lib.sh").is_file():
+            return directory
+    return None
+
+
+def submit_script(commands: List[str], repo_dir: Optional[Path]) -> str:
+    """``submit.sh``: change to the checkout (``REPO_DIR`` wins), make ``logs/``, run the sbatch lines."""
+    where = (f"REPO_DIR=${{REPO_DIR:-{shlex.quote(str(repo_dir))}}}" if repo_dir is not None else
+             'REPO_DIR=${REPO_DIR:?"set REPO_DIR to a lumos_megatron checkout (it holds examples/slurm)"}')
+    return ("#!/bin/bash\n# Submit every ladder run through the launchers of a lumos_megatron checkout.\n"
+            f"set -euo pipefail\n{where}\ncd \"$REPO_DIR\"\nmkdir -p logs\n" + "\n".join(commands) + "\n")
 
 
 def write_ladder(runs: List[LadderRun], spec: LadderSpec, launch: LaunchSpec, layout: DataLayout) -> Path:
@@ -181,7 +203,6 @@ def write_ladder(runs: List[LadderRun], spec: LadderSpec, launch: LaunchSpec, la
     path = launch.out / MANIFEST_FILE
     path.write_text(json.dumps(data, indent=2) + "\n")
     submit = launch.out / "submit.sh"
-    submit.write_text("#!/bin/bash\n# Submit every ladder run; run from the repository root.\nset -euo pipefail\n"
-                      "mkdir -p logs\n" + "\n".join(e["sbatch"] for e in data["runs"]) + "\n")
+    submit.write_text(submit_script([e["sbatch"] for e in data["runs"]], launch.repo_dir))
     submit.chmod(0o755)
     return path
