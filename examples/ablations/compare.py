@@ -1,0 +1,169 @@
+"""What the ablations compare: per-frame validation loss per arm, and per-frame sample quality per ρ_inf.
+
+* ``validation_table`` / ``plot_validation``: the objective's per-latent-frame validation loss
+  (TensorBoard ``loss/frame_k validation``) and training loss (``loss/frame_k``) of every arm:
+  the means of the last evaluations and iterations in a table, the curves in one column per
+  latent frame. Each arm is scored under its own masking, as the paper's comparison is.
+* ``rho_inf_metrics`` / ``plot_rho_inf``: for each ρ_inf, per frame and averaged over the samples,
+  the offline metrics of ``lumos_megatron.evaluation_metrics``: PSNR of each RGB frame against
+  the source clip (I2V), VBench's temporal-flicker term of each consecutive pair
+  ``(255 - MAE(f_t, f_t+1)) / 255``, and the perplexity of each latent frame's codes pooled over
+  the samples (the effective number of codes in use).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+FRAME_TAG = re.compile(r"^loss/frame_(\d+)( validation)?$")
+LAST_EVALS = 3
+"""The validation columns average this many last evaluations (a tiny validation set is noisy)."""
+TRAIN_TAIL = 0.1
+"""The training columns average this last fraction of the iterations."""
+
+
+def frame_series(series: Dict[str, List[tuple]], validation: bool = True) -> Dict[int, List[tuple]]:
+    """latent frame k -> its validation-loss series (``validation=False``: its training loss)."""
+    out = {}
+    for tag, values in series.items():
+        m = FRAME_TAG.match(tag)
+        if m and bool(m.group(2)) == validation:
+            out[int(m.group(1))] = values
+    return out
+
+
+def validation_table(arms: Dict[str, Dict[str, List[tuple]]]) -> Dict[str, Dict[str, float]]:
+    """arm -> {"frame_k": mean of its last ``LAST_EVALS`` validation losses, ..., "all": lm loss,
+    "train_frame_k": mean training loss of the last ``TRAIN_TAIL`` of the iterations, ...}."""
+    table = {}
+    for arm, series in arms.items():
+        frames = frame_series(series)
+        if not frames:
+            raise ValueError(f"arm {arm} logged no per-frame validation loss (loss/frame_k validation)")
+        row = {f"frame_{k}": float(np.mean([v for _, v in frames[k][-LAST_EVALS:]])) for k in sorted(frames)}
+        overall = series.get("lm loss validation", [])
+        row["all"] = float(np.mean([v for _, v in overall[-LAST_EVALS:]])) if overall else math.nan
+        for k, values in sorted(frame_series(series, validation=False).items()):
+            tail = max(1, int(len(values) * TRAIN_TAIL))
+            row[f"train_frame_{k}"] = float(np.mean([v for _, v in values[-tail:]]))
+        table[arm] = row
+    return table
+
+
+def moving_average(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing mean over up to ``window`` values (a short start uses what it has)."""
+    cumulative = np.cumsum(np.insert(np.asarray(values, dtype=np.float64), 0, 0.0))
+    index = np.arange(1, len(values) + 1)
+    start = np.maximum(0, index - window)
+    return (cumulative[index] - cumulative[start]) / (index - start)
+
+
+def plot_validation(arms: Dict[str, Dict[str, List[tuple]]], labels: Dict[str, str], title: str, path: Path,
+                    window: int = 25) -> None:
+    """One column per latent frame: training loss (moving average over ``window`` iterations, top)
+    and validation loss (bottom) against iteration, one line per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = sorted({k for series in arms.values() for k in frame_series(series)})
+    fig, axes = plt.subplots(2, len(frames), figsize=(3.6 * len(frames), 5.6), sharey="row", squeeze=False)
+    for column, k in enumerate(frames):
+        for arm, series in arms.items():
+            train = frame_series(series, validation=False).get(k)
+            if train:
+                steps, losses = zip(*train)
+                axes[0][column].plot(steps, moving_average(losses, window), linewidth=1, label=labels.get(arm, arm))
+            values = frame_series(series).get(k)
+            if values:
+                steps, losses = zip(*values)
+                axes[1][column].plot(steps, losses, "o-", markersize=3, linewidth=1, label=labels.get(arm, arm))
+        axes[0][column].set_title(f"latent frame {k}")
+        axes[1][column].set_xlabel("iteration")
+    axes[0][0].set_ylabel(f"training loss\n(mean of {window} iterations)")
+    axes[1][0].set_ylabel("validation loss")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pooled_perplexity(codes: Sequence[np.ndarray], codebook_size: int) -> float:
+    from lumos_megatron.evaluation_metrics import codebook_usage
+
+    return codebook_usage(np.concatenate([c.reshape(-1) for c in codes]), codebook_size).perplexity
+
+
+def rho_inf_metrics(directory: Path, sources: Dict[str, np.ndarray], tokenizer) -> Dict[str, object]:
+    """Per-frame metrics of one generated directory (one ρ_inf); ``sources``: sample name -> the
+    uint8 ``[T, H, W, 3]`` clip its I2V image came from."""
+    from lumos_megatron.evaluation_metrics import frame_differences, psnr
+    from lumos_megatron.evaluation_metrics.generated_set import load_samples, sample_codes
+
+    samples, unreadable = load_samples(directory)
+    if unreadable:
+        raise ValueError(f"{directory}: unreadable samples {unreadable}")
+    psnrs, flickers, codes = [], [], []
+    for sample in samples:
+        sample_code = sample_codes(sample)
+        clip = tokenizer.decode(sample_code).cpu().numpy()
+        source = sources[sample.name]
+        n = min(len(clip), len(source))
+        psnrs.append([psnr(clip[t:t + 1], source[t:t + 1]) for t in range(n)])
+        flickers.append(list((255.0 - frame_differences(clip)) / 255.0))
+        codes.append(sample_code.numpy())
+    frames = min(len(p) for p in psnrs)
+    latent = min(len(c) for c in codes)
+    return {
+        "samples": len(samples),
+        "psnr_per_frame": [float(np.mean([p[t] for p in psnrs])) for t in range(frames)],
+        "flicker_per_pair": [float(np.mean([f[t] for f in flickers])) for t in range(min(map(len, flickers)))],
+        "code_perplexity_per_latent_frame": [_pooled_perplexity([c[t] for c in codes], tokenizer.codebook_size)
+                                             for t in range(latent)],
+    }
+
+
+def plot_rho_inf(results: Dict[float, Dict[str, object]], path: Path, rgb_per_latent: int = 4) -> None:
+    """Three panels (PSNR per RGB frame, flicker per pair, code perplexity per latent frame), one
+    line per ρ_inf."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    panels = (("psnr_per_frame", "PSNR vs source (dB), per RGB frame", "RGB frame"),
+              ("flicker_per_pair", "temporal flicker term (1 = static), per pair", "pair (t, t+1)"),
+              ("code_perplexity_per_latent_frame", "code perplexity, per latent frame", "latent frame"))
+    for ax, (key, title, xlabel) in zip(axes, panels):
+        for rho, metrics in sorted(results.items()):
+            values = metrics[key]
+            ax.plot(range(len(values)), values, "o-", markersize=3, linewidth=1, label=f"ρ_inf = {rho:g}")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel)
+    # RGB frame 0 is the I2V conditioning image; latent frame k covers RGB frames 4k-3 .. 4k.
+    axes[0].axvline(0.5, color="grey", linewidth=0.5)
+    axes[0].annotate("given", (0, axes[0].get_ylim()[1]), fontsize=7, va="top")
+    for k in range(1, 1 + max(len(m["psnr_per_frame"]) for m in results.values()) // rgb_per_latent):
+        axes[0].axvline(rgb_per_latent * k + 0.5, color="grey", linewidth=0.3, linestyle=":")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A markdown table; floats with 3 decimals."""
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
