@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -101,9 +101,10 @@ def _pooled_perplexity(codes: Sequence[np.ndarray], codebook_size: int) -> float
     return codebook_usage(np.concatenate([c.reshape(-1) for c in codes]), codebook_size).perplexity
 
 
-def rho_inf_metrics(directory: Path, sources: Dict[str, np.ndarray], tokenizer) -> Dict[str, object]:
+def rho_inf_metrics(directory: Path, tokenizer, sources: Optional[Dict[str, np.ndarray]] = None
+                    ) -> Dict[str, object]:
     """Per-frame metrics of one generated directory (one ρ_inf); ``sources``: sample name -> the
-    uint8 ``[T, H, W, 3]`` clip its I2V image came from."""
+    uint8 ``[T, H, W, 3]`` clip its I2V image came from (None: no PSNR, as for T2V)."""
     from lumos_megatron.evaluation_metrics import frame_differences, psnr
     from lumos_megatron.evaluation_metrics.generated_set import load_samples, sample_codes
 
@@ -114,12 +115,12 @@ def rho_inf_metrics(directory: Path, sources: Dict[str, np.ndarray], tokenizer) 
     for sample in samples:
         sample_code = sample_codes(sample)
         clip = tokenizer.decode(sample_code).cpu().numpy()
-        source = sources[sample.name]
-        n = min(len(clip), len(source))
-        psnrs.append([psnr(clip[t:t + 1], source[t:t + 1]) for t in range(n)])
+        if sources is not None:
+            source = sources[sample.name]
+            psnrs.append([psnr(clip[t:t + 1], source[t:t + 1]) for t in range(min(len(clip), len(source)))])
         flickers.append(list((255.0 - frame_differences(clip)) / 255.0))
         codes.append(sample_code.numpy())
-    frames = min(len(p) for p in psnrs)
+    frames = min((len(p) for p in psnrs), default=0)
     latent = min(len(c) for c in codes)
     return {
         "samples": len(samples),
@@ -130,30 +131,36 @@ def rho_inf_metrics(directory: Path, sources: Dict[str, np.ndarray], tokenizer) 
     }
 
 
-def plot_rho_inf(results: Dict[float, Dict[str, object]], path: Path, rgb_per_latent: int = 4) -> None:
-    """Three panels (PSNR per RGB frame, flicker per pair, code perplexity per latent frame), one
-    line per ρ_inf."""
+def plot_rho_inf(results: Dict[str, Dict[float, Dict[str, object]]], path: Path, rgb_per_latent: int = 4) -> None:
+    """One row per task (``{"i2v": {rho: metrics}, "t2v": ...}``), three panels each (PSNR per RGB
+    frame, flicker per pair, code perplexity per latent frame), one line per ρ_inf."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     panels = (("psnr_per_frame", "PSNR vs source (dB), per RGB frame", "RGB frame"),
               ("flicker_per_pair", "temporal flicker term (1 = static), per pair", "pair (t, t+1)"),
               ("code_perplexity_per_latent_frame", "code perplexity, per latent frame", "latent frame"))
-    for ax, (key, title, xlabel) in zip(axes, panels):
-        for rho, metrics in sorted(results.items()):
-            values = metrics[key]
-            ax.plot(range(len(values)), values, "o-", markersize=3, linewidth=1, label=f"ρ_inf = {rho:g}")
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel(xlabel)
-    # RGB frame 0 is the I2V conditioning image; latent frame k covers RGB frames 4k-3 .. 4k.
-    axes[0].axvline(0.5, color="grey", linewidth=0.5)
-    axes[0].annotate("given", (0, axes[0].get_ylim()[1]), fontsize=7, va="top")
-    for k in range(1, 1 + max(len(m["psnr_per_frame"]) for m in results.values()) // rgb_per_latent):
-        axes[0].axvline(rgb_per_latent * k + 0.5, color="grey", linewidth=0.3, linestyle=":")
-    axes[-1].legend(fontsize=7)
+    fig, axes = plt.subplots(len(results), 3, figsize=(13, 3.3 * len(results)), squeeze=False)
+    for row, (task, by_rho) in zip(axes, results.items()):
+        for ax, (key, title, xlabel) in zip(row, panels):
+            for rho, metrics in sorted(by_rho.items()):
+                values = metrics[key]
+                if not values:
+                    continue
+                ax.plot(range(len(values)), values, "o-", markersize=3, linewidth=1, label=f"ρ_inf = {rho:g}")
+            ax.set_title(f"{task.upper()}: {title}", fontsize=9)
+            ax.set_xlabel(xlabel)
+            if not any(metrics[key] for metrics in by_rho.values()):
+                ax.axis("off")
+                ax.text(0.5, 0.5, f"{task.upper()}: no source clip to compare with", ha="center",
+                        transform=ax.transAxes, fontsize=9)
+        # Latent frame k >= 1 covers RGB frames 4k-3 .. 4k: mark where each starts.
+        frames = max(len(m["psnr_per_frame"]) for m in by_rho.values())
+        for k in range(0, (frames - 1) // rgb_per_latent + 1):
+            row[0].axvline(rgb_per_latent * k + 0.5, color="grey", linewidth=0.4, linestyle=":")
+        row[-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -12,7 +12,8 @@ missing stage is run there, as the quickstart would. Then
   (per-latent-frame validation loss against iteration, one line per arm) and
   ``OUT/<study>/summary.{json,md}``;
 * ``rho-inf`` takes the official arm's model (trained here if missing), generates the same I2V
-  prompts (the first frames of training windows) at each ρ_inf of ``studies.RHO_INF`` and writes
+  prompts (the first frames of training windows) and T2V prompts (their captions) at each ρ_inf
+  of ``studies.RHO_INF`` and writes
   ``OUT/rho-inf/per_frame_quality.png`` (PSNR against the source, flicker, code perplexity per
   frame) and ``OUT/rho-inf/summary.{json,md}``, with each set's ``lumos-evaluate`` metrics.
 
@@ -31,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 HERE = Path(__file__).resolve().parent
@@ -101,9 +103,11 @@ def training_study(study: str, s: CpuSettings, out: Path, data: Path, qs) -> dic
             "plot": str(plot), "table_md": md}
 
 
-def i2v_prompts(manifest: Path, qs, count: int, target: Path) -> dict:
-    """``count`` training windows, spread over the manifest: their first frame as the I2V image,
-    the window as the source clip; writes ``prompts.jsonl``. Returns sample name -> source clip."""
+def study_prompts(manifest: Path, qs, count: int, target: Path) -> dict:
+    """``count`` training windows, spread over the manifest: ``prompts_i2v.jsonl`` (their first
+    frame as the image) and ``prompts_t2v.jsonl`` (their captions), each line naming its window as
+    the source clip. Returns sample name -> source clip. (T2V samples come at one frame size for
+    every prompt, so only I2V, at each image's own size, is compared with its source in pixels.)"""
     import csv
 
     from lumos_megatron.data.video.media import load_media
@@ -111,50 +115,59 @@ def i2v_prompts(manifest: Path, qs, count: int, target: Path) -> dict:
 
     rows = list(csv.DictReader(open(manifest)))[:-1]       # the last window is the held-out one
     chosen = [rows[round(i * (len(rows) - 1) / max(1, count - 1))] for i in range(count)]
-    lines, sources = [], {}
+    lines, sources = {"i2v": [], "t2v": []}, {}
     for n, row in enumerate(chosen):
         clip = load_media(row["path"], fps=qs.fps, duration=qs.duration, resolution=qs.resolution).frames
         image = target / "images" / f"{Path(row['path']).stem}.png"
         image.parent.mkdir(parents=True, exist_ok=True)
         write_png(clip[0], image)
-        lines.append({"prompt": row["caption"], "image": str(image), "seed": n,
-                      "reference_video": row["path"], "reference_start": "centre"})
+        line = {"prompt": row["caption"], "seed": n, "reference_video": row["path"], "reference_start": "centre"}
+        lines["i2v"].append({**line, "image": str(image)})
+        lines["t2v"].append(line)
         sources[f"sample_{n:05d}"] = clip
-    (target / "prompts.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    for task, task_lines in lines.items():
+        (target / f"prompts_{task}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in task_lines))
     return sources
 
 
 def rho_inf_study(s: CpuSettings, out: Path, data: Path, manifest: Path, video: str, qs) -> dict:
-    """rho-inf: one official model, the same I2V prompts at each ρ_inf, per-frame quality."""
+    """rho-inf: one official model, the same I2V and T2V prompts at each ρ_inf, per-frame quality."""
     from lumos_megatron.evaluation_metrics import EvaluationOptions, evaluate_directory
     from lumos_megatron.tokenizers.video.spec import load_video_tokenizer
 
     run_dir = train_arm(studies.OFFICIAL, s, out, data, qs)
     target = out / "rho-inf"
     target.mkdir(parents=True, exist_ok=True)
-    sources = i2v_prompts(manifest, qs, s.i2v_prompts, target)
+    sources = study_prompts(manifest, qs, s.prompts, target)
     tokenizer = load_video_tokenizer(video)
-    results, evaluations = {}, {}
+    results = {"i2v": {}, "t2v": {}}
+    evaluations = {"i2v": {}, "t2v": {}}
     for rho in studies.RHO_INF:
-        directory = target / f"rho_{rho:g}".replace(".", "p")
-        _run([sys.executable, "-m", "lumos_megatron.generate", "--load", run_dir / "checkpoints", "--task", "i2v",
-              "--prompts", target / "prompts.jsonl", "--resolution", qs.resolution, "--fps", qs.fps,
-              "--duration", qs.duration, "--steps", s.generate_steps, "--history-mask-ratio", rho,
-              "--out", directory, "--no-progress"], f"generating at rho_inf = {rho:g}")
-        results[rho] = compare.rho_inf_metrics(directory, sources, tokenizer)
-        report = evaluate_directory(directory, EvaluationOptions(sources=str(target / "prompts.jsonl"),
-                                                                 progress=False))
-        evaluations[rho] = {"aggregates": report["aggregates"], "codebook": report["codebook"]}
+        for task in results:
+            directory = target / f"rho_{rho:g}".replace(".", "p") / task
+            prompts = target / f"prompts_{task}.jsonl"
+            _run([sys.executable, "-m", "lumos_megatron.generate", "--load", run_dir / "checkpoints", "--task", task,
+                  "--prompts", prompts, "--resolution", qs.resolution, "--fps", qs.fps, "--duration", qs.duration,
+                  "--steps", s.generate_steps, "--history-mask-ratio", rho, "--out", directory, "--no-progress"],
+                 f"generating {task.upper()} at rho_inf = {rho:g}")
+            results[task][rho] = compare.rho_inf_metrics(directory, tokenizer, sources if task == "i2v" else None)
+            report = evaluate_directory(directory, EvaluationOptions(sources=str(prompts), progress=False))
+            evaluations[task][f"{rho:g}"] = {"aggregates": report["aggregates"], "codebook": report["codebook"]}
     plot = target / "per_frame_quality.png"
     compare.plot_rho_inf(results, plot)
-    rows = [[f"{rho:g}", float(sum(m["psnr_per_frame"][1:]) / max(1, len(m["psnr_per_frame"]) - 1)),
-             m["psnr_per_frame"][-1], float(sum(m["flicker_per_pair"]) / len(m["flicker_per_pair"])),
-             m["code_perplexity_per_latent_frame"][-1]] for rho, m in results.items()]
-    md = compare.markdown_table(["ρ_inf", "PSNR, generated frames (dB)", "PSNR, last frame (dB)",
+    rows = []
+    for task, by_rho in results.items():
+        for rho, m in by_rho.items():
+            psnr = m["psnr_per_frame"]         # I2V only; frame 0 is the given image
+            rows.append([task.upper(), f"{rho:g}", float(np.mean(psnr[1:])) if psnr else "–",
+                         psnr[-1] if psnr else "–", float(np.mean(m["flicker_per_pair"])),
+                         m["code_perplexity_per_latent_frame"][-1]])
+    md = compare.markdown_table(["task", "ρ_inf", "PSNR, generated frames (dB)", "PSNR, last frame (dB)",
                                  "flicker term", "code perplexity, last latent frame"], rows)
     return {"study": "rho-inf", "train_iters": s.train_iters, "model": str(run_dir / "checkpoints"),
-            "prompts": str(target / "prompts.jsonl"), "per_frame": {f"{r:g}": m for r, m in results.items()},
-            "lumos_evaluate": {f"{r:g}": e for r, e in evaluations.items()}, "plot": str(plot), "table_md": md}
+            "prompts": {task: str(target / f"prompts_{task}.jsonl") for task in results},
+            "per_frame": {task: {f"{r:g}": m for r, m in by_rho.items()} for task, by_rho in results.items()},
+            "lumos_evaluate": evaluations, "plot": str(plot), "table_md": md}
 
 
 def main(argv=None) -> int:

@@ -66,12 +66,12 @@ class CpuSettings:
     eval_interval: int
     eval_iters: int
     generate_steps: int
-    i2v_prompts: int
-    """Training windows whose first frame conditions an I2V sample in the rho-inf study."""
+    prompts: int
+    """Training windows the rho-inf study prompts with: their first frame (I2V), their caption (T2V)."""
 
 
-FULL = CpuSettings(train_iters=300, eval_interval=25, eval_iters=2, generate_steps=12, i2v_prompts=4)
-SMOKE = CpuSettings(train_iters=20, eval_interval=10, eval_iters=1, generate_steps=2, i2v_prompts=1)
+FULL = CpuSettings(train_iters=300, eval_interval=25, eval_iters=2, generate_steps=12, prompts=4)
+SMOKE = CpuSettings(train_iters=20, eval_interval=10, eval_iters=1, generate_steps=2, prompts=1)
 
 
 def nested(overrides: Dict[str, object]) -> Dict[str, Dict[str, object]]:

@@ -116,7 +116,8 @@ def test_rho_inf_metrics_per_frame(tmp_path):
         frames = tokenizer.decode(c).numpy()
         sources[f"sample_{index:05d}"] = np.clip(frames.astype(int) + 3 * (index + 1), 0, 255).astype(np.uint8)
         decoded = frames
-    metrics = compare.rho_inf_metrics(out, sources, tokenizer)
+    metrics = compare.rho_inf_metrics(out, tokenizer, sources)
+    assert compare.rho_inf_metrics(out, tokenizer)["psnr_per_frame"] == []
     assert metrics["samples"] == 2 and len(metrics["psnr_per_frame"]) == len(decoded) == 9
     for t in (0, 8):
         expected = [10 * math.log10(255 ** 2 / np.mean((tokenizer.decode(c).numpy()[t].astype(float)
