@@ -7,13 +7,13 @@ Each study reuses the quickstart's data stages (clips, tokenizers, pre-tokenized
 ``--quickstart DIR`` (default runs/quickstart): a finished quickstart is reused as it is, and a
 missing stage is run there, as the quickstart would. Then
 
-* ``mask`` and ``rope`` train every arm (``studies.STUDIES``) for the same iterations with the
+* ``mask`` and ``rope`` train every arm (``ablation_studies.STUDIES``) for the same iterations with the
   same seed and data order, one process each, and write ``OUT/<study>/per_frame_validation.png``
   (per-latent-frame validation loss against iteration, one line per arm) and
   ``OUT/<study>/summary.{json,md}``;
 * ``rho-inf`` takes the official arm's model (trained here if missing), generates the same I2V
   prompts (the first frames of training windows) and T2V prompts (their captions) at each ρ_inf
-  of ``studies.RHO_INF`` and writes
+  of ``ablation_studies.RHO_INF`` and writes
   ``OUT/rho-inf/per_frame_quality.png`` (PSNR against the source, flicker, code perplexity per
   frame) and ``OUT/rho-inf/summary.{json,md}``, with each set's ``lumos-evaluate`` metrics.
 
@@ -39,11 +39,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "quickstart"))
 
-import compare  # noqa: E402
+import ablation_compare as compare  # noqa: E402
+import ablation_studies as studies  # noqa: E402
 import quickstart_report  # noqa: E402
 import run_quickstart as quickstart  # noqa: E402
-import studies  # noqa: E402
-from studies import FULL, SMOKE, STUDIES, Arm, CpuSettings  # noqa: E402
+from ablation_studies import FULL, SMOKE, STUDIES, Arm, CpuSettings  # noqa: E402
 
 
 def _run(cmd, what: str) -> None:

@@ -17,8 +17,8 @@ import yaml
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "examples" / "ablations"))
-import compare  # noqa: E402
-import studies  # noqa: E402
+import ablation_compare as compare  # noqa: E402
+import ablation_studies as studies  # noqa: E402
 
 from lumos_megatron.config import load_recipe, validate_config  # noqa: E402
 

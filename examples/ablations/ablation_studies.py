@@ -143,8 +143,9 @@ def submit_lines(study: str) -> List[str]:
         lines = []
         for rho in RHO_INF:
             tag = f"rho_{rho:g}".replace(".", "p")
+            job = "ablation-" + tag.replace("_", "-")
             lines.append(f"LOAD=runs/ablations/official/checkpoints PROMPTS=${{PROMPTS:?a JSONL of I2V prompts}} "
-                         f"TASK=i2v OUT=runs/ablations/rho_inf/{tag} sbatch --job-name=ablation-{tag.replace('_', '-')} --nodes=1 "
+                         f"TASK=i2v OUT=runs/ablations/rho_inf/{tag} sbatch --job-name={job} --nodes=1 "
                          f"examples/slurm/generate_eval_torchrun.sbatch --history-mask-ratio {rho:g}")
         return lines
     # One run directory and one job name per arm: the official arm, shared by the studies, queues
