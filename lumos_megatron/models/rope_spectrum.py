@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from lumos_megatron.markdown_table import markdown_table
 from lumos_megatron.models.mm_rope import channel_axes, rope_inv_freq
 from lumos_megatron.models.rope_variants import ROPE_VARIANTS
 
@@ -66,14 +67,12 @@ def _ranges(indices: Sequence[int]) -> str:
     return ", ".join(out)
 
 
-def markdown_table(rows: List[Dict[str, object]]) -> str:
+def spectrum_table(rows: List[Dict[str, object]]) -> str:
     """The rows as a markdown table."""
-    lines = ["| variant | head dim | axis | pairs | frequency indices k | wavelength min | median | max |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['variant']} | {r['head_dim']} | {r['axis']} | {r['frequencies']} | {_ranges(r['indices'])} | "
-                     f"{r['min_wavelength']:.3g} | {r['median_wavelength']:.3g} | {r['max_wavelength']:.3g} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["variant", "head dim", "axis", "pairs", "frequency indices k", "wavelength min", "median", "max"],
+        [[r["variant"], r["head_dim"], r["axis"], r["frequencies"], _ranges(r["indices"]),
+          f"{r['min_wavelength']:.3g}", f"{r['median_wavelength']:.3g}", f"{r['max_wavelength']:.3g}"] for r in rows])
 
 
 def plot(path: Path, head_dims: Sequence[int], variants: Sequence[str], base: float) -> Path:
@@ -113,10 +112,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "spectrum.md").write_text(markdown_table(rows) + "\n")
+    (out / "spectrum.md").write_text(spectrum_table(rows) + "\n")
     (out / "spectrum.json").write_text(json.dumps(rows, indent=1) + "\n")
     plot(out / "spectrum.png", args.head_dim, args.variant, args.base)
-    print(markdown_table(rows))
+    print(spectrum_table(rows))
     print(f"wrote {out / 'spectrum.md'}, {out / 'spectrum.json'} and {out / 'spectrum.png'}")
     return 0
 

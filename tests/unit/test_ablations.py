@@ -17,8 +17,10 @@ import yaml
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "examples" / "ablations"))
+sys.path.insert(0, str(REPO / "examples" / "quickstart"))
 import ablation_compare as compare  # noqa: E402
 import ablation_studies as studies  # noqa: E402
+import run_quickstart as quickstart  # noqa: E402
 
 from lumos_megatron.config import load_recipe, validate_config  # noqa: E402
 
@@ -71,7 +73,10 @@ def test_cpu_arms_share_seed_data_and_budget_and_differ_only_in_their_overrides(
     recipes = {}
     for arms in studies.STUDIES.values():
         for arm in arms:
-            recipe = studies.cpu_recipe(arm, studies.FULL, tmp_path / "data", 66536, 2, 4, tmp_path / arm.name)
+            s = studies.FULL
+            base = quickstart.train_recipe(tmp_path / "data", tmp_path / arm.name, quickstart.FULL, s.train_iters,
+                                           s.eval_interval, s.eval_iters)
+            recipe = studies.cpu_recipe(arm, s, base)
             path = tmp_path / f"{arm.name}.yaml"
             path.write_text(yaml.safe_dump(recipe))
             recipes[arm.name] = _flat(load_recipe(path))

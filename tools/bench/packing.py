@@ -39,6 +39,7 @@ import torch
 
 from lumos_megatron.config import parse_cli
 from lumos_megatron.data.length_grouping import LengthGroupedOrder
+from lumos_megatron.markdown_table import markdown_table
 from lumos_megatron.data.video.crop import crop_sizes_for, select_crop_size
 from lumos_megatron.training.data_plan import StreamBatching
 from lumos_megatron.training.flops import work_weights
@@ -187,25 +188,19 @@ def main() -> None:
     print(f"# {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{datetime.date.today()}")
     print(f"\n## Planning, 1B recipe: global batch {GBS}, DP {DP}, <= {SEQ} tokens, {args.steps} steps")
-    print("| strategy | padding | attention pairs / samples' own | DP imbalance mean | max | computed tokens/step |")
-    print("|---|---|---|---|---|---|")
-    for r in planning_table(args.steps):
-        print(f"| {r['strategy']} | {r['padding_fraction']:.1%} | {r['attention_pairs_vs_real']:.2f} | "
-              f"{r['dp_imbalance_mean']:.3f} | {r['dp_imbalance_max']:.3f} | {r['computed_tokens_per_step']:,.0f} |")
+    print(markdown_table(
+        ["strategy", "padding", "attention pairs / samples' own", "DP imbalance mean", "max", "computed tokens/step"],
+        [[r["strategy"], f"{r['padding_fraction']:.1%}", f"{r['attention_pairs_vs_real']:.2f}",
+          f"{r['dp_imbalance_mean']:.3f}", f"{r['dp_imbalance_max']:.3f}", f"{r['computed_tokens_per_step']:,.0f}"]
+         for r in planning_table(args.steps)]))
     if not args.skip_cpu_train:
         print(f"\n## Tiny model on this CPU, {args.iters} iterations per arm")
-        print("| strategy | samples' tokens/s | computed tokens/s | padding |")
-        print("|---|---|---|---|")
-        for r in cpu_training_table(args.iters):
-            print(f"| {r['strategy']} | {r['real_tokens_per_s']:.0f} | {r['computed_tokens_per_s']:.0f} | "
-                  f"{r['padding_fraction']:.1%} |")
+        print(markdown_table(["strategy", "samples' tokens/s", "computed tokens/s", "padding"],
+                             [[r["strategy"], f"{r['real_tokens_per_s']:.0f}", f"{r['computed_tokens_per_s']:.0f}",
+                               f"{r['padding_fraction']:.1%}"] for r in cpu_training_table(args.iters)]))
     if not args.skip_plan:
         print("\n## Planned peak memory (lumos-plan), 1B 384p recipe at 28,672 tokens")
-        print("| step | peak GiB |")
-        print("|---|---|")
-        for r in plan_table():
-            print(f"| {r['step']} | {r['peak_gib']:.2f} |")
-
+        print(markdown_table(["step", "peak GiB"], [[r["step"], f"{r['peak_gib']:.2f}"] for r in plan_table()]))
 
 if __name__ == "__main__":
     main()
