@@ -8,6 +8,7 @@
       iter_0000100/                        #   + run_config.yaml (the resolved configuration)
       .iter_0000150.<run_id>.tmp/          # a save in progress (or killed): never read
       .owner.json                          # the run that saves here (checkpoint/owner.py)
+      .owner.heartbeat.<run_id>            #   and its latest heartbeat
 
 A save writes into the hidden temporary directory, which is renamed to ``iter_NNNNNNN`` only when
 every rank has finished writing; the ``latest`` file is then replaced atomically (write a temp

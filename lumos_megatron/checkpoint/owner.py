@@ -4,9 +4,12 @@ Two runs pointed at the same save directory (a SLURM requeue overlapping its pre
 sbatch line) would delete each other's temporaries, replace each other's checkpoints and move
 ``latest`` backwards. So the first save directory a run opens gets an owner record::
 
-    SAVE/.owner.json   {"run_id", "host", "pid", "slurm_job_id", "slurm_step_id", "started", "heartbeat"}
+    SAVE/.owner.json                  {"run_id", "host", "pid", "slurm_job_id", "slurm_step_id", "started", "heartbeat"}
+    SAVE/.owner.heartbeat.<run_id>    the owner's latest heartbeat time
 
-created with ``O_EXCL`` (one winner when two runs start at once). A second run finds a **live**
+created with ``O_EXCL`` (one winner when two runs start at once). The record is written only by a
+claim; the owner's heartbeat thread refreshes its own file next to it and never rewrites the
+record, so a takeover that lands between the thread's check and its write cannot be undone by it. A second run finds a **live**
 owner and refuses with one line naming it. An owner is **stale**, and is taken over with a warning
 (what a requeue needs), when
 
@@ -37,6 +40,7 @@ from typing import Optional, Tuple
 from lumos_megatron.checkpoint.directory import CheckpointError, write_atomically
 
 OWNER_FILE = ".owner.json"
+HEARTBEAT_PREFIX = ".owner.heartbeat."
 HEARTBEAT_S = 30.0
 DEFAULT_STALE_AFTER_S = 900.0
 
@@ -73,14 +77,31 @@ class Owner:
                 f"heartbeat {max(0.0, now - self.heartbeat):.0f} s ago")
 
 
+def heartbeat_path(root: str | Path, run_id: str) -> Path:
+    """The file in which run ``run_id`` refreshes its heartbeat."""
+    return Path(root) / f"{HEARTBEAT_PREFIX}{run_id}"
+
+
 def read_owner(root: str | Path) -> Optional[Owner]:
-    """The owner record of ``root``, or None (no record, or one that cannot be parsed: a writer
-    killed mid-write leaves an empty file, which owns nothing)."""
+    """The owner record of ``root`` with its latest heartbeat, or None (no record, or one that
+    cannot be parsed: a writer killed mid-write leaves an empty file, which owns nothing)."""
     try:
         data = json.loads((Path(root) / OWNER_FILE).read_text())
-        return Owner(**{k: data[k] for k in Owner.__dataclass_fields__})
+        owner = Owner(**{k: data[k] for k in Owner.__dataclass_fields__})
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    try:
+        beat = float(heartbeat_path(root, owner.run_id).read_text())
+    except (OSError, ValueError):
+        return owner  # not refreshed yet: the record's own time
+    return Owner(**{**asdict(owner), "heartbeat": max(owner.heartbeat, beat)})
+
+
+def _remove_heartbeat(root: str | Path, run_id: str) -> None:
+    try:
+        heartbeat_path(root, run_id).unlink()
+    except OSError:
+        pass
 
 
 def _pid_alive(pid: int) -> bool:
@@ -145,6 +166,8 @@ def claim(root: str | Path, stale_after_s: float = DEFAULT_STALE_AFTER_S, me: Op
                 f"pass without its heartbeat)")
         warn(f"WARNING: taking over the save directory {root} from {current.describe()}: {reason}")
     _write(path, me, exclusive=False)
+    if current is not None and current.run_id != me.run_id:
+        _remove_heartbeat(root, current.run_id)
     return me, current
 
 
@@ -158,18 +181,23 @@ def ensure_owner(root: str | Path, me: Owner) -> None:
 
 
 def release(root: str | Path, me: Owner) -> None:
-    """Remove the owner record if it is still ``me`` (a clean end of the run)."""
+    """Remove the owner record if it is still ``me`` (a clean end of the run), and ``me``'s
+    heartbeat file in any case."""
     current = read_owner(root)
     if current is not None and current.run_id == me.run_id:
         try:
             (Path(root) / OWNER_FILE).unlink()
         except OSError:
             pass
+    _remove_heartbeat(root, me.run_id)
 
 
 class Heartbeat:
     """A daemon thread refreshing ``me``'s heartbeat in ``root`` every ``interval_s`` while it is
-    still the owner (it stops on its own once another run has taken over)."""
+    still the owner (it stops on its own once another run has taken over).
+
+    It writes only ``me``'s heartbeat file, never the owner record: a beat racing a takeover
+    refreshes a file the new owner's record does not point at, and the thread then removes it."""
 
     def __init__(self, root: str | Path, me: Owner, interval_s: float = HEARTBEAT_S):
         self.root, self.me, self.interval_s = Path(root), me, interval_s
@@ -181,15 +209,25 @@ class Heartbeat:
         return self
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            current = read_owner(self.root)
-            if current is None or current.run_id != self.me.run_id:
-                return  # taken over: the next publish raises OwnerConflict
-            try:
-                _write(self.root / OWNER_FILE, Owner(**{**asdict(self.me), "heartbeat": time.time()}), exclusive=False)
-            except OSError:
-                pass  # a full or flaky disk: the next beat retries; the timeout is generous
+        while not self._stop.wait(self.interval_s) and self.beat():
+            pass
 
-    def stop(self) -> None:
-        """Stop beating (the record stays until ``release``)."""
+    def beat(self) -> bool:
+        """Refresh the heartbeat once; False (and ``me``'s heartbeat file removed) once ``me`` no
+        longer owns the directory: the next publish then raises ``OwnerConflict``."""
+        current = read_owner(self.root)
+        if current is None or current.run_id != self.me.run_id:
+            _remove_heartbeat(self.root, self.me.run_id)
+            return False
+        try:
+            write_atomically(heartbeat_path(self.root, self.me.run_id), f"{time.time():.6f}\n", tag=self.me.run_id)
+        except OSError:
+            pass  # a full or flaky disk: the next beat retries; the timeout is generous
+        return True
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop beating and wait for a beat in flight (so a ``release`` that follows is not
+        undone by it); the record stays until ``release``."""
         self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)

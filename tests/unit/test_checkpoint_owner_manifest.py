@@ -22,9 +22,11 @@ from lumos_megatron.checkpoint.owner import (
     OwnerConflict,
     claim,
     ensure_owner,
+    heartbeat_path,
     read_owner,
     release,
 )
+from lumos_megatron.checkpoint import owner as owner_module
 from lumos_megatron.platform.disk_space import is_no_space, no_space_message
 
 
@@ -72,9 +74,45 @@ def test_heartbeat_refreshes_and_stops_once_taken_over(tmp_path):
     assert read_owner(tmp_path).heartbeat > me.heartbeat
     successor = _other(me)
     (tmp_path / OWNER_FILE).write_text(json.dumps(successor.__dict__))
-    time.sleep(0.3)
-    assert read_owner(tmp_path) == successor  # the old heartbeat did not write over it
+    beat._thread.join(timeout=5)
+    assert not beat._thread.is_alive()  # it saw the takeover and stopped on its own
+    assert read_owner(tmp_path) == successor and not heartbeat_path(tmp_path, me.run_id).exists()
     beat.stop()
+
+
+def test_a_beat_racing_a_takeover_leaves_the_successor_in_place(tmp_path, monkeypatch):
+    """The beat checks ownership, then the successor takes over, then the beat writes: the
+    successor's record and heartbeat must survive (the beat only writes its own file)."""
+    me, _ = claim(tmp_path)
+    successor = _other(me)
+    real_read_owner = read_owner
+
+    def check_then_take_over(root):
+        seen = real_read_owner(root)
+        (tmp_path / OWNER_FILE).write_text(json.dumps(successor.__dict__))  # lands between check and write
+        return seen
+
+    monkeypatch.setattr(owner_module, "read_owner", check_then_take_over)
+    assert Heartbeat(tmp_path, me).beat()
+    monkeypatch.undo()
+    assert read_owner(tmp_path) == successor
+    with pytest.raises(OwnerConflict):
+        ensure_owner(tmp_path, me)
+    assert not Heartbeat(tmp_path, me).beat() and not heartbeat_path(tmp_path, me.run_id).exists()
+
+
+def test_the_heartbeat_file_is_read_with_the_record_and_cleaned_up(tmp_path):
+    old = _other(None, pid=os.getppid(), heartbeat=time.time() - 10_000, slurm_job_id="42")
+    (tmp_path / OWNER_FILE).write_text(json.dumps(old.__dict__))
+    heartbeat_path(tmp_path, old.run_id).write_text(f"{time.time()}\n")  # alive after all
+    assert read_owner(tmp_path).heartbeat > old.heartbeat + 9_000
+    with pytest.raises(OwnerConflict):
+        claim(tmp_path, stale_after_s=600)
+    me, previous = claim(tmp_path, me=_other(None, slurm_job_id="42"), warn=lambda _: None)  # requeue of job 42
+    assert previous.run_id == old.run_id and not heartbeat_path(tmp_path, old.run_id).exists()
+    assert Heartbeat(tmp_path, me).beat() and heartbeat_path(tmp_path, me.run_id).exists()
+    release(tmp_path, me)
+    assert read_owner(tmp_path) is None and not heartbeat_path(tmp_path, me.run_id).exists()
 
 
 def test_prune_removes_only_this_runs_leftovers(tmp_path):
