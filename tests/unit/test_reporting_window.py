@@ -4,11 +4,11 @@ the per-rank work clock."""
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 
 import pytest
 
+from lumos_megatron.training import rank_timing
 from lumos_megatron.training.rank_timing import RankWorkClock
 from lumos_megatron.training.report_reduction import slowest_rank
 from lumos_megatron.training.reporting import ETA_WINDOW, IterationStats, Reporter, format_log_line
@@ -108,26 +108,26 @@ def test_slowest_rank_needs_several_processes():
     assert slowest_rank(12.0) is None  # no process group (or a single process): nothing to gather
 
 
-def test_rank_work_clock_stops_at_the_gradient_finalisation():
+def test_rank_work_clock_stops_at_the_gradient_finalisation(monkeypatch):
     class Config:
         def __init__(self):
             self.calls = []
             self.finalize_model_grads_func = lambda *a, **k: self.calls.append((a, k))
 
+    now = [100.0]  # a fake perf_counter: the bounds hold however loaded the machine is
+    monkeypatch.setattr(rank_timing.time, "perf_counter", lambda: now[0])
     config = Config()
     clock = RankWorkClock(use_cuda=False)
     clock.attach(config)
-    for _ in range(2):
+    for work_s in (0.05, 0.07):
         clock.start()
-        time.sleep(0.05)  # data loading, forward and backward
+        now[0] += work_s  # data loading, forward and backward
         config.finalize_model_grads_func(["model"], None, force_all_reduce=False)
-        time.sleep(0.2)  # waiting for the other ranks: not this rank's work
-        ms = clock.stop()
-        assert 45.0 <= ms < 200.0, ms
+        now[0] += 0.2  # waiting for the other ranks: not this rank's work
+        assert clock.stop() == pytest.approx(1000 * work_s)
     assert len(config.calls) == 2 and config.calls[0] == ((["model"], None), {"force_all_reduce": False})
-    mean = clock.take_window_mean_ms()
-    assert 45.0 <= mean < 200.0
+    assert clock.take_window_mean_ms() == pytest.approx(60.0)
     assert clock.take_window_mean_ms() == 0.0  # the window restarts
     clock.start()
-    time.sleep(0.02)
-    assert clock.stop() == pytest.approx(20.0, abs=15.0)  # no finalisation: the whole step
+    now[0] += 0.02
+    assert clock.stop() == pytest.approx(20.0)  # no finalisation: the whole step
