@@ -4,6 +4,9 @@
   (TensorBoard ``loss/frame_k validation``) and training loss (``loss/frame_k``) of every arm:
   the means of the last evaluations and iterations in a table, the curves in one column per
   latent frame. Each arm is scored under its own masking, as the paper's comparison is.
+* ``seed_statistics`` / ``mean_series``: with several seeds (each seed shared by every arm: one
+  initialization, data order and set of mask keys), the mean of each column over the seeds with
+  its standard error, and each arm's paired difference from the official arm, seed by seed.
 * ``rho_inf_metrics`` / ``plot_rho_inf``: for each ρ_inf, per frame and averaged over the samples,
   the offline metrics of ``lumos_megatron.evaluation_metrics``: PSNR of each RGB frame against
   the source clip (I2V), VBench's temporal-flicker term of each consecutive pair
@@ -19,6 +22,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+from lumos_megatron.markdown_table import markdown_table
 
 FRAME_TAG = re.compile(r"^loss/frame_(\d+)( validation)?$")
 LAST_EVALS = 3
@@ -53,6 +58,77 @@ def validation_table(arms: Dict[str, Dict[str, List[tuple]]]) -> Dict[str, Dict[
             row[f"train_frame_{k}"] = float(np.mean([v for _, v in values[-tail:]]))
         table[arm] = row
     return table
+
+
+def seed_statistics(tables: Sequence[Dict[str, Dict[str, float]]], reference: str
+                    ) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """``validation_table`` results, one per seed (the same arms and columns in each) -> arm ->
+    column -> ``{"mean", "sem", "difference", "difference_sem"}``: the mean over the seeds and its
+    standard error, and the mean of the paired differences ``arm - reference`` (same seed) with
+    theirs. A paired difference cancels what a seed does to every arm alike (initialization, data
+    order, the validation masks). Standard errors are NaN with one seed."""
+    if not tables:
+        raise ValueError("no seeds to summarise")
+    arms = list(tables[0])
+    if reference not in arms or any(list(t) != arms for t in tables):
+        raise ValueError(f"every seed needs the same arms, {reference!r} among them; got {[list(t) for t in tables]}")
+
+    def mean_sem(values: List[float]) -> tuple:
+        values = np.asarray(values, dtype=np.float64)
+        sem = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+        return float(values.mean()), sem
+
+    out = {}
+    for arm in arms:
+        out[arm] = {}
+        for column in tables[0][arm]:
+            mean, sem = mean_sem([t[arm][column] for t in tables])
+            difference, difference_sem = mean_sem([t[arm][column] - t[reference][column] for t in tables])
+            out[arm][column] = {"mean": mean, "sem": sem, "difference": difference, "difference_sem": difference_sem}
+    return out
+
+
+def _estimate(mean: float, sem: float, signed: bool = False) -> str:
+    # A paired difference larger than twice its standard error is marked: the seeds agree on it.
+    text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+    if math.isnan(sem):
+        return text
+    text += f" ± {sem:.3f}"
+    return f"**{text}**" if signed and abs(mean) > 2 * sem else text
+
+
+def seed_tables(stats: Dict[str, Dict[str, Dict[str, float]]], labels: Dict[str, str], reference: str,
+                seeds: int) -> str:
+    """``seed_statistics`` as markdown: per arm, each column's value (one seed) or mean ± standard
+    error (several); with several seeds also each other arm's paired difference from
+    ``reference``, in bold where it exceeds twice its standard error."""
+    columns = list(next(iter(stats.values())))
+    frames = [k for k in columns if k.startswith("frame_")]
+    train = [k for k in columns if k.startswith("train_frame_")]
+    header = ["arm", *(f"val. frame {k.split('_')[-1]}" for k in frames), "val. all",
+              *(f"train frame {k.split('_')[-1]}" for k in train)]
+    ordered = [*frames, "all", *train]
+    rows = [[labels[name], *(_estimate(row[k]["mean"], row[k]["sem"]) for k in ordered)] for name, row in stats.items()]
+    md = markdown_table(header, rows)
+    if seeds > 1:
+        others = [name for name in stats if name != reference]
+        rows = [[labels[name], *(_estimate(stats[name][k]["difference"], stats[name][k]["difference_sem"], True)
+                                 for k in ordered)] for name in others]
+        md = (f"Mean ± standard error over {seeds} seeds:\n\n{md}\n\nEach arm minus {labels[reference]} "
+              f"of the same seed, mean ± standard error; bold where larger than twice its standard error:\n\n"
+              + markdown_table(header, rows))
+    return md
+
+
+def mean_series(runs: Sequence[Dict[str, List[tuple]]]) -> Dict[str, List[tuple]]:
+    """Several seeds' TensorBoard series of one arm -> tag -> ``(step, mean over the seeds)`` at
+    the steps every seed logged."""
+    out = {}
+    for tag in set.intersection(*(set(run) for run in runs)):
+        by_step = [dict(run[tag]) for run in runs]
+        steps = sorted(set.intersection(*(set(values) for values in by_step)))
+        out[tag] = [(step, float(np.mean([values[step] for values in by_step]))) for step in steps]
+    return out
 
 
 def moving_average(values: Sequence[float], window: int) -> np.ndarray:

