@@ -6,7 +6,8 @@
   latent frame. Each arm is scored under its own masking, as the paper's comparison is.
 * ``seed_statistics`` / ``mean_series``: with several seeds (each seed shared by every arm: one
   initialization, data order and set of mask keys), the mean of each column over the seeds with
-  its standard error, and each arm's paired difference from the official arm, seed by seed.
+  its standard error, and each arm's paired difference from the official arm, seed by seed;
+  ``leak_signal``: for the mask study, how that difference grows from frame 0 to later frames.
 * ``rho_inf_metrics`` / ``plot_rho_inf``: for each ρ_inf, per frame and averaged over the samples,
   the offline metrics of ``lumos_megatron.evaluation_metrics``: PSNR of each RGB frame against
   the source clip (I2V), VBench's temporal-flicker term of each consecutive pair
@@ -86,6 +87,33 @@ def seed_statistics(tables: Sequence[Dict[str, Dict[str, float]]], reference: st
             difference, difference_sem = mean_sem([t[arm][column] - t[reference][column] for t in tables])
             out[arm][column] = {"mean": mean, "sem": sem, "difference": difference, "difference_sem": difference_sem}
     return out
+
+
+def leak_signal(tables: Sequence[Dict[str, Dict[str, float]]], arm: str, reference: str
+                ) -> Dict[str, Dict[str, float]]:
+    """What leakage across frames predicts, seed by seed: how much ``arm``'s gap to ``reference``
+    on latent frame k >= 1 differs from its gap on frame 0 (which has no earlier frame to copy
+    from), ``(arm_k - ref_k) - (arm_0 - ref_0)``, for validation (``frame_k``) and training
+    (``train_frame_k``) loss: ``{"frame_k": {"mean", "sem"}, ...}``. A leak makes it negative
+    and growing with k; a difference that the arms show on every frame alike cancels."""
+    out = {}
+    for prefix in ("frame_", "train_frame_"):
+        frames = sorted(int(k[len(prefix):]) for k in tables[0][reference] if k.startswith(prefix)
+                        and k[len(prefix):].isdigit())
+        for k in frames[1:]:
+            values = np.array([(t[arm][f"{prefix}{k}"] - t[reference][f"{prefix}{k}"])
+                               - (t[arm][f"{prefix}0"] - t[reference][f"{prefix}0"]) for t in tables])
+            sem = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+            out[f"{prefix}{k}"] = {"mean": float(values.mean()), "sem": sem}
+    return out
+
+
+def leak_table(signal: Dict[str, Dict[str, float]], label: str) -> str:
+    """``leak_signal`` as one markdown row (bold where larger than twice its standard error)."""
+    columns = list(signal)
+    header = ["arm", *(f"{'train' if k.startswith('train_') else 'val.'} frame {k.split('_')[-1]} - frame 0"
+                       for k in columns)]
+    return markdown_table(header, [[label, *(_estimate(signal[k]["mean"], signal[k]["sem"], True) for k in columns)]])
 
 
 def _estimate(mean: float, sem: float, signed: bool = False) -> str:

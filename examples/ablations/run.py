@@ -103,13 +103,21 @@ def training_study(study: str, s: CpuSettings, out: Path, data: Path, qs, seeds:
                             f"{study} study: loss per latent frame ({s.train_iters} iterations, {how})", plot)
     tables = [compare.validation_table({name: r[seed] for name, r in runs.items()}) for seed in range(seeds)]
     stats = compare.seed_statistics(tables, studies.OFFICIAL.name)
+    md = compare.seed_tables(stats, labels, studies.OFFICIAL.name, seeds)
+    leaks = {}
+    if study == "mask":
+        leaks = {arm.name: compare.leak_signal(tables, arm.name, studies.OFFICIAL.name) for arm in arms
+                 if arm.name != studies.OFFICIAL.name}
+        md += ("\n\nThe leak signal: each arm's gap to the official arm on frame k minus its gap on frame 0 "
+               "(negative and growing with k if masked positions leak from earlier frames):\n\n"
+               + "\n\n".join(compare.leak_table(leaks[name], labels[name]) for name in leaks))
     return {"study": study, "train_iters": s.train_iters, "seeds": seeds,
             "validation_loss": {name: {k: v["mean"] for k, v in row.items()} for name, row in stats.items()},
-            "statistics": stats, "per_seed": tables, "averaged_evaluations": compare.LAST_EVALS,
+            "statistics": stats, "leak_signal": leaks, "per_seed": tables, "averaged_evaluations": compare.LAST_EVALS,
             "arms": {a.name: {"label": a.label, "overrides": a.overrides,
                               "run_dirs": [str(studies.arm_directory(out, a, k)) for k in range(seeds)]}
                      for a in arms},
-            "plot": str(plot), "table_md": compare.seed_tables(stats, labels, studies.OFFICIAL.name, seeds)}
+            "plot": str(plot), "table_md": md}
 
 
 def study_prompts(manifest: Path, qs, count: int, target: Path) -> dict:

@@ -146,6 +146,25 @@ def test_seed_tables_mark_only_the_differences_the_seeds_agree_on():
     assert single.splitlines()[-1] == "| tube | 4.000 | 5.000 |" and "Paired" not in single
 
 
+def test_leak_signal_is_the_growth_of_the_gap_beyond_frame_0():
+    # Seed 1: the random arm is 0.1 lower on every frame (no leak); seed 2: 0.1 lower on frame 0,
+    # 0.3 lower on frame 1 and 0.5 on frame 2 (a leak growing with k). Training loss: no gap at all.
+    def row(base, gaps):
+        return {**{f"frame_{k}": base + g for k, g in enumerate(gaps)},
+                **{f"train_frame_{k}": 1.0 for k in range(3)}, "all": base}
+    tables = [{"official": row(4.0, [0, 0, 0]), "random_mask": row(4.0, [-0.1, -0.1, -0.1])},
+              {"official": row(5.0, [0, 0, 0]), "random_mask": row(5.0, [-0.1, -0.3, -0.5])}]
+    signal = compare.leak_signal(tables, "random_mask", "official")
+    assert set(signal) == {"frame_1", "frame_2", "train_frame_1", "train_frame_2"}
+    assert signal["frame_1"]["mean"] == pytest.approx(-0.1) and signal["frame_2"]["mean"] == pytest.approx(-0.2)
+    assert signal["frame_2"]["sem"] == pytest.approx(np.std([0.0, -0.4], ddof=1) / math.sqrt(2))
+    assert signal["train_frame_2"] == {"mean": 0.0, "sem": 0.0}
+    md = compare.leak_table(signal, "random")
+    assert md.splitlines()[0] == ("| arm | val. frame 1 - frame 0 | val. frame 2 - frame 0 | train frame 1 - frame 0 "
+                                  "| train frame 2 - frame 0 |")
+    assert md.splitlines()[-1] == "| random | -0.100 ± 0.100 | -0.200 ± 0.200 | +0.000 ± 0.000 | +0.000 ± 0.000 |"
+
+
 def test_rho_inf_metrics_per_frame(tmp_path):
     from lumos_megatron.tokenizers.video import FSQVideoAutoencoder, FSQVideoTokenizer, save_fsq_checkpoint
     from lumos_megatron.vocab import LumosVocab, build_video_sample
