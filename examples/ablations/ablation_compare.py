@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -61,6 +61,13 @@ def validation_table(arms: Dict[str, Dict[str, List[tuple]]]) -> Dict[str, Dict[
     return table
 
 
+def mean_and_sem(values: Sequence[float]) -> Tuple[float, float]:
+    """The mean of per-seed ``values`` and its standard error (NaN with one seed)."""
+    values = np.asarray(values, dtype=np.float64)
+    sem = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+    return float(values.mean()), sem
+
+
 def seed_statistics(tables: Sequence[Dict[str, Dict[str, float]]], reference: str
                     ) -> Dict[str, Dict[str, Dict[str, float]]]:
     """``validation_table`` results, one per seed (the same arms and columns in each) -> arm ->
@@ -74,17 +81,12 @@ def seed_statistics(tables: Sequence[Dict[str, Dict[str, float]]], reference: st
     if reference not in arms or any(list(t) != arms for t in tables):
         raise ValueError(f"every seed needs the same arms, {reference!r} among them; got {[list(t) for t in tables]}")
 
-    def mean_sem(values: List[float]) -> tuple:
-        values = np.asarray(values, dtype=np.float64)
-        sem = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
-        return float(values.mean()), sem
-
     out = {}
     for arm in arms:
         out[arm] = {}
         for column in tables[0][arm]:
-            mean, sem = mean_sem([t[arm][column] for t in tables])
-            difference, difference_sem = mean_sem([t[arm][column] - t[reference][column] for t in tables])
+            mean, sem = mean_and_sem([t[arm][column] for t in tables])
+            difference, difference_sem = mean_and_sem([t[arm][column] - t[reference][column] for t in tables])
             out[arm][column] = {"mean": mean, "sem": sem, "difference": difference, "difference_sem": difference_sem}
     return out
 
@@ -98,22 +100,24 @@ def leak_signal(tables: Sequence[Dict[str, Dict[str, float]]], arm: str, referen
     and growing with k; a difference that the arms show on every frame alike cancels."""
     out = {}
     for prefix in ("frame_", "train_frame_"):
-        frames = sorted(int(k[len(prefix):]) for k in tables[0][reference] if k.startswith(prefix)
-                        and k[len(prefix):].isdigit())
+        frames = sorted(int(k[len(prefix):]) for k in tables[0][reference] if k.startswith(prefix))
         for k in frames[1:]:
-            values = np.array([(t[arm][f"{prefix}{k}"] - t[reference][f"{prefix}{k}"])
-                               - (t[arm][f"{prefix}0"] - t[reference][f"{prefix}0"]) for t in tables])
-            sem = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
-            out[f"{prefix}{k}"] = {"mean": float(values.mean()), "sem": sem}
+            mean, sem = mean_and_sem([(t[arm][f"{prefix}{k}"] - t[reference][f"{prefix}{k}"])
+                                      - (t[arm][f"{prefix}0"] - t[reference][f"{prefix}0"]) for t in tables])
+            out[f"{prefix}{k}"] = {"mean": mean, "sem": sem}
     return out
+
+
+def _column_label(column: str) -> str:
+    # frame_k -> "val. frame k", train_frame_k -> "train frame k", all -> "val. all"
+    kind = "train" if column.startswith("train_") else "val."
+    return f"{kind} {column[len('train_'):] if kind == 'train' else column}".replace("_", " ")
 
 
 def leak_table(signal: Dict[str, Dict[str, float]], label: str) -> str:
     """``leak_signal`` as one markdown row (bold where larger than twice its standard error)."""
-    columns = list(signal)
-    header = ["arm", *(f"{'train' if k.startswith('train_') else 'val.'} frame {k.split('_')[-1]} - frame 0"
-                       for k in columns)]
-    return markdown_table(header, [[label, *(_estimate(signal[k]["mean"], signal[k]["sem"], True) for k in columns)]])
+    header = ["arm", *(f"{_column_label(k)} - frame 0" for k in signal)]
+    return markdown_table(header, [[label, *(_estimate(v["mean"], v["sem"], True) for v in signal.values())]])
 
 
 def _estimate(mean: float, sem: float, signed: bool = False) -> str:
@@ -133,9 +137,8 @@ def seed_tables(stats: Dict[str, Dict[str, Dict[str, float]]], labels: Dict[str,
     columns = list(next(iter(stats.values())))
     frames = [k for k in columns if k.startswith("frame_")]
     train = [k for k in columns if k.startswith("train_frame_")]
-    header = ["arm", *(f"val. frame {k.split('_')[-1]}" for k in frames), "val. all",
-              *(f"train frame {k.split('_')[-1]}" for k in train)]
     ordered = [*frames, "all", *train]
+    header = ["arm", *map(_column_label, ordered)]
     rows = [[labels[name], *(_estimate(row[k]["mean"], row[k]["sem"]) for k in ordered)] for name, row in stats.items()]
     md = markdown_table(header, rows)
     if seeds > 1:

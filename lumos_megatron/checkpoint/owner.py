@@ -9,8 +9,8 @@ sbatch line) would delete each other's temporaries, replace each other's checkpo
 
 created with ``O_EXCL`` (one winner when two runs start at once). The record is written only by a
 claim; the owner's heartbeat thread refreshes its own file next to it and never rewrites the
-record, so a takeover that lands between the thread's check and its write cannot be undone by it. A second run finds a **live**
-owner and refuses with one line naming it. An owner is **stale**, and is taken over with a warning
+record, so a takeover that lands between the thread's check and its write cannot be undone by
+it. A second run finds a **live** owner and refuses with one line naming it. An owner is **stale**, and is taken over with a warning
 (what a requeue needs), when
 
 * its process is gone: same host, and its PID no longer exists (or it is this very process: an

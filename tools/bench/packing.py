@@ -39,8 +39,8 @@ import torch
 
 from lumos_megatron.config import parse_cli
 from lumos_megatron.data.length_grouping import LengthGroupedOrder
-from lumos_megatron.markdown_table import markdown_table
 from lumos_megatron.data.video.crop import crop_sizes_for, select_crop_size
+from lumos_megatron.markdown_table import markdown_table
 from lumos_megatron.training.data_plan import StreamBatching
 from lumos_megatron.training.flops import work_weights
 from lumos_megatron.training.step_layout import layout_step
@@ -201,6 +201,7 @@ def main() -> None:
     if not args.skip_plan:
         print("\n## Planned peak memory (lumos-plan), 1B 384p recipe at 28,672 tokens")
         print(markdown_table(["step", "peak GiB"], [[r["step"], f"{r['peak_gib']:.2f}"] for r in plan_table()]))
+
 
 if __name__ == "__main__":
     main()
